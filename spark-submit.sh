@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run a sparkrec job with the project's environment, from any working directory:
+#
+#   ./spark-submit.sh [spark-submit options] jobs/<job>.py --conf conf/<file>.yaml [dotted.key=value ...]
+#
+# Without --master the job runs in local mode (local[2], or $SPARKREC_MASTER). With the usual
+# spark-submit options (--master yarn|k8s://...|spark://..., --deploy-mode, --archives, --conf) it
+# runs on a cluster. The sparkrec package travels to executors as a zip in --py-files; driver and
+# executors use this project's Python ($PYSPARK_PYTHON, default .venv/bin/python: a Python without
+# pyarrow/torch fails with "No module named 'pyarrow'" in the first barrier stage). On a cluster,
+# ship the environment (see README "Cluster use") and point PYSPARK_PYTHON at it.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+VENV=${SPARKREC_VENV:-$ROOT/.venv}
+[ -x "$VENV/bin/spark-submit" ] || { echo "spark-submit.sh: no environment at $VENV; run 'make setup' first" >&2; exit 2; }
+
+export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$VENV/bin/python}
+export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}
+export PATH="$VENV/bin:$PATH"
+
+# Package zip for executors (rebuilt each run: cheap, and never stale).
+mkdir -p "$ROOT/build"
+zip_path="$ROOT/build/sparkrec.zip"
+(cd "$ROOT" && rm -f "$zip_path" && "$PYSPARK_DRIVER_PYTHON" -c 'import shutil; shutil.make_archive("build/sparkrec", "zip", ".", "sparkrec")')
+
+submit_opts=()
+has_master=0 has_memory=0
+while [ $# -gt 0 ] && [[ "$1" != *.py ]]; do
+  case "$1" in
+    --master|--master=*) has_master=1 ;;
+    --driver-memory|--driver-memory=*) has_memory=1 ;;
+  esac
+  submit_opts+=("$1"); shift
+done
+[ $# -gt 0 ] || { echo "spark-submit.sh: no job given (expected jobs/<job>.py)" >&2; exit 2; }
+job=$1; shift
+# A job path relative to the caller's directory or to the project root both work.
+[ -f "$job" ] || job="$ROOT/$job"
+[ -f "$job" ] || { echo "spark-submit.sh: job $1 not found" >&2; exit 2; }
+
+[ $has_master = 1 ] || submit_opts+=(--master "${SPARKREC_MASTER:-local[2]}")
+[ $has_memory = 1 ] || submit_opts+=(--driver-memory "${SPARKREC_DRIVER_MEMORY:-4g}")
+
+exec "$VENV/bin/spark-submit" "${submit_opts[@]}" --py-files "$zip_path" "$job" "$@"

@@ -1,0 +1,49 @@
+"""Shared entry point for jobs: parse ``--conf`` and overrides, run, map failures to exit codes.
+
+Exit codes (what a scheduler can act on):
+  0  success
+  1  the job failed (bad data, missing input, failed check); reason on the last stderr line
+  2  invalid config or command line; nothing was started
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from sparkrec.config import Config, ConfigError, load_config
+from sparkrec.errors import SparkrecError
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def run_job(job: Callable[[Config], object], argv: Sequence[str] | None, prog: str, doc: str = "") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("--conf", help="YAML config file (conf/*.yaml); defaults apply when omitted")
+    parser.add_argument("overrides", nargs="*", metavar="dotted.key=value",
+                        help="override any config key, e.g. train.epochs=5 (see python -m sparkrec.config)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed usage
+        return EXIT_CONFIG if e.code else 0
+    try:
+        cfg = load_config(args.conf, args.overrides)
+    except ConfigError as e:
+        print(f"{prog}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        job(cfg)
+    except SparkrecError as e:
+        print(f"{prog}: failed: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:  # unexpected: keep the traceback, but end with the one-line reason
+        traceback.print_exc()
+        print(f"{prog}: failed: {e.__class__.__name__}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0

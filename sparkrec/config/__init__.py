@@ -1,0 +1,153 @@
+"""One typed config for every job.
+
+YAML in ``conf/`` loads into frozen pydantic models; the field docstrings in this package are the
+single place each key is documented (``python -m sparkrec.config`` prints them all). Any key can be
+overridden on the command line as ``dotted.key=value`` (the value is parsed as YAML, so
+``train.epochs=5`` is an int and ``input.columns.rating=null`` is None).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from pydantic import Field, ValidationError
+
+from sparkrec.config.base import Section
+from sparkrec.config.generate import GenerateConfig
+from sparkrec.config.input import InputConfig
+from sparkrec.config.spark import SparkConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the source."""
+
+
+class Config(Section):
+    lake: str = "lake"
+    """Root folder or URI under which every job writes: prepared/, models/, reports/, scores/, runs/."""
+
+    name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Name of this model/run: artifacts go to models/<name>, reports/<name>, scores/<name>."""
+
+    seed: int = 42
+    """Global seed (splits, sampling, initialisation); same seed and data give the same result."""
+
+    spark: SparkConfig = SparkConfig()
+    input: InputConfig = InputConfig()
+    generate: GenerateConfig = GenerateConfig()
+
+
+def _split_key(dotted: str) -> list[str]:
+    """Split ``a.b.c`` along the model; inside a dict-typed field the rest is one key
+    (``spark.conf.spark.executor.memory`` -> ``spark``, ``conf``, ``spark.executor.memory``)."""
+    parts = dotted.split(".")
+    model: type[Section] | None = Config
+    for i, part in enumerate(parts):
+        field = model.model_fields.get(part) if model else None
+        ann = field.annotation if field else None
+        if isinstance(ann, type) and issubclass(ann, Section):
+            model = ann
+            continue
+        if getattr(ann, "__origin__", None) is dict and i + 1 < len(parts):
+            return parts[: i + 1] + [".".join(parts[i + 1:])]
+        model = None
+    return parts
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = _split_key(dotted)
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict, values parsed as YAML scalars/lists."""
+    tree: dict = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e.__class__.__name__})") from None
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    problems = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown key {key!r}")
+        else:
+            problems.append(f"{key!r}: {e['msg']} (got {e.get('input')!r})")
+    return f"invalid config {source}: " + "; ".join(problems)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load ``path`` (YAML; None = all defaults), apply ``dotted.key=value`` overrides, validate.
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, wrong type or unreadable file; the message names the key and the file.
+    """
+    data: dict = {}
+    source = "(defaults)"
+    if path is not None:
+        source = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {source} not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {source} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {source} must hold a mapping, not {type(data).__name__}")
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+        source += " + command-line overrides"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source)) from None
+
+
+def dump_config(cfg: Config) -> dict:
+    """The resolved config as plain data, saved beside every artifact."""
+    return cfg.model_dump(mode="json")
+
+
+def config_reference() -> str:
+    """Every key with its type, default and documentation, generated from the models."""
+    lines: list[str] = []
+
+    def walk(model: type[Section], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{prefix}{name}"
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, Section):
+                lines.append(f"\n## {key}")
+                walk(ann, key + ".")
+                continue
+            type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            doc = " ".join((field.description or "").split())
+            lines.append(f"- `{key}` ({type_name}, default `{field.default!r}`): {doc}")
+
+    walk(Config, "")
+    return "\n".join(lines).strip() + "\n"

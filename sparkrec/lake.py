@@ -1,0 +1,106 @@
+"""Lake layout and atomic publishing that also holds on object stores.
+
+S3 and GCS have no atomic folder rename, so a dataset is never written in place. Each run writes a
+fresh version folder ``<root>/v-<utc>-<rand>/`` and, once it is complete, replaces one small
+pointer file (``<root>/<pointer>``, e.g. ``manifest.json``) that names it. Replacing one object is
+atomic on every store (a single PUT; ``rename`` on a local disk), so a reader that resolves the
+pointer sees the old complete version or the new complete version, never a partial one. A run
+killed before the switch leaves only an unreferenced folder, removed by the next publish.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from sparkrec.errors import SparkrecError
+
+
+def normalize_uri(path: str) -> str:
+    """A scheme-less path becomes an absolute ``file://`` URI, so Spark (whose default file system
+    may be HDFS) and Python (fsspec) agree on where it is. URIs are returned unchanged."""
+    if "://" in path:
+        return path.rstrip("/")
+    return "file://" + os.path.abspath(path)
+
+
+def join(*parts: str) -> str:
+    return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
+
+
+def _fs(uri: str):
+    return fsspec.core.url_to_fs(uri)
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Make ``uri`` hold ``data`` whole or not at all (readers never see a partial file)."""
+    fs, path = _fs(uri)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)  # one PUT: object stores expose it whole or not at all
+
+
+def write_json_atomic(uri: str, obj: Any) -> None:
+    write_bytes_atomic(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = _fs(uri)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def exists(uri: str) -> bool:
+    fs, path = _fs(uri)
+    return fs.exists(path)
+
+
+def remove(uri: str) -> None:
+    fs, path = _fs(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def new_version(root: str) -> str:
+    """URI of a fresh, not yet referenced version folder under ``root``; names sort by time."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return join(root, f"v-{stamp}-{uuid.uuid4().hex[:6]}")
+
+
+def publish(root: str, version: str, manifest: dict, pointer: str = "manifest.json", keep: int = 2) -> None:
+    """Point ``<root>/<pointer>`` at the complete ``version`` folder, then prune old versions.
+
+    ``manifest`` is written with ``version`` added; the last ``keep`` versions stay on disk so a
+    reader that resolved the previous pointer a moment ago can still finish.
+    """
+    write_json_atomic(join(root, pointer), {**manifest, "version": version})
+    fs, path = _fs(root)
+    versions = sorted(p for p in fs.ls(path, detail=False) if os.path.basename(p.rstrip("/")).startswith("v-"))
+    current = _fs(version)[1].rstrip("/")
+    stale = [p for p in versions if p.rstrip("/") != current][: max(0, len(versions) - keep)]
+    for p in stale:
+        fs.rm(p, recursive=True)
+
+
+def resolve(root: str, pointer: str = "manifest.json") -> dict:
+    """The manifest of the published version of ``root``; its ``version`` key is the folder URI."""
+    uri = join(root, pointer)
+    if not exists(uri):
+        raise SparkrecError(f"nothing published at {root} (no {pointer}); run the job that writes it first")
+    return read_json(uri)

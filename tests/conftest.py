@@ -1,0 +1,33 @@
+"""Shared fixtures: one real local SparkSession for the whole run, a fresh lake per test."""
+import os
+import sys
+
+import pytest
+
+from sparkrec.config import load_config
+from sparkrec.session import get_spark
+
+# Spark's Python workers must run this interpreter (the project's venv), not python3 from PATH.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+SEED = 7
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    cfg = load_config(None, [
+        "spark.master=local[2]",
+        "spark.shuffle_partitions=2",
+        "spark.log_level=ERROR",
+        f"spark.conf={{spark.local.dir: {tmp_path_factory.mktemp('spark-local')}}}",
+    ])
+    session = get_spark(cfg.spark)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake(tmp_path):
+    """A fresh lake folder for one test."""
+    return str(tmp_path / "lake")

@@ -1,0 +1,51 @@
+import pytest
+
+from sparkrec.config import ConfigError, config_reference, load_config, parse_overrides
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_overrides_are_typed(tmp_path):
+    cfg = load_config(write(tmp_path, "lake: /data/lake\ngenerate:\n  num_rows: 10\n"),
+                      ["generate.num_rows=20", "input.columns.rating=null", "spark.conf.spark.x=1"])
+    assert cfg.lake == "/data/lake"
+    assert cfg.generate.num_rows == 20
+    assert cfg.input.columns.rating is None
+    assert cfg.spark.conf == {"spark.x": 1}
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "generate:\n  num_rowz: 10\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*unknown key 'generate\.num_rowz'"):
+        load_config(path)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    path = write(tmp_path, "generate:\n  num_rows: ten\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*'generate\.num_rows'.*'ten'"):
+        load_config(path)
+
+
+def test_bad_choice_and_range_rejected():
+    with pytest.raises(ConfigError, match="input.format"):
+        load_config(None, ["input.format=xml"])
+    with pytest.raises(ConfigError, match="generate.dirt_rate"):
+        load_config(None, ["generate.dirt_rate=0.9"])
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        parse_overrides(["generate.num_rows"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/no/such/file.yaml")
+
+
+def test_every_key_documented():
+    ref = config_reference()
+    for line in ref.splitlines():
+        if line.startswith("- `"):
+            assert line.split("): ", 1)[1].strip(), f"undocumented key: {line}"
