@@ -24,11 +24,12 @@ zip_path="$ROOT/build/sparkrec.zip"
 (cd "$ROOT" && rm -f "$zip_path" && "$PYSPARK_DRIVER_PYTHON" -c 'import shutil; shutil.make_archive("build/sparkrec", "zip", ".", "sparkrec")')
 
 submit_opts=()
-has_master=0 has_memory=0
+has_master=0 has_memory=0 has_java_opts=0
 while [ $# -gt 0 ] && [[ "$1" != *.py ]]; do
   case "$1" in
     --master|--master=*) has_master=1 ;;
     --driver-memory|--driver-memory=*) has_memory=1 ;;
+    --driver-java-options|--driver-java-options=*) has_java_opts=1 ;;
   esac
   submit_opts+=("$1"); shift
 done
@@ -38,7 +39,15 @@ job=$1; shift
 [ -f "$job" ] || job="$ROOT/$job"
 [ -f "$job" ] || { echo "spark-submit.sh: job $1 not found" >&2; exit 2; }
 
-[ $has_master = 1 ] || submit_opts+=(--master "${SPARKREC_MASTER:-local[2]}")
+if [ $has_master = 0 ]; then
+  submit_opts+=(--master "${SPARKREC_MASTER:-local[2]}")
+  export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1}  # local mode: no hostname warnings
+fi
 [ $has_memory = 1 ] || submit_opts+=(--driver-memory "${SPARKREC_DRIVER_MEMORY:-4g}")
+# Quiet JVM logs (WARN): the job's one-line failure reason must stay the last stderr line.
+[ $has_java_opts = 1 ] || submit_opts+=(--driver-java-options "-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties")
+
+# Validate the config before any JVM starts: a bad key or type exits 2 with a one-line reason.
+"$PYSPARK_DRIVER_PYTHON" -m sparkrec.cli "$(basename "$job" .py)" "$@"
 
 exec "$VENV/bin/spark-submit" "${submit_opts[@]}" --py-files "$zip_path" "$job" "$@"

@@ -23,13 +23,22 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or exc.__class__.__name__
 
 
-def run_job(job: Callable[[Config], object], argv: Sequence[str] | None, prog: str, doc: str = "") -> int:
+def _parse(argv: Sequence[str] | None, prog: str, doc: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description=doc)
     parser.add_argument("--conf", help="YAML config file (conf/*.yaml); defaults apply when omitted")
     parser.add_argument("overrides", nargs="*", metavar="dotted.key=value",
                         help="override any config key, e.g. train.epochs=5 (see python -m sparkrec.config)")
+    return parser.parse_args(argv)
+
+
+def check_config(argv: Sequence[str], prog: str) -> int:
+    """Validate a job's config arguments without running it (spark-submit.sh calls this first)."""
+    return run_job(lambda cfg: None, argv, prog)
+
+
+def run_job(job: Callable[[Config], object], argv: Sequence[str] | None, prog: str, doc: str = "") -> int:
     try:
-        args = parser.parse_args(argv)
+        args = _parse(argv, prog, doc)
     except SystemExit as e:  # argparse already printed usage
         return EXIT_CONFIG if e.code else 0
     try:
@@ -47,3 +56,8 @@ def run_job(job: Callable[[Config], object], argv: Sequence[str] | None, prog: s
         print(f"{prog}: failed: {e.__class__.__name__}: {_one_line(e)}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+if __name__ == "__main__":
+    # python -m sparkrec.cli <job name> [--conf file] [overrides]
+    sys.exit(check_config(sys.argv[2:], prog=sys.argv[1]))

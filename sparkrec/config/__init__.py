@@ -14,9 +14,13 @@ import yaml
 from pydantic import Field, ValidationError
 
 from sparkrec.config.base import Section
+from sparkrec.config.evaluate import EvaluateConfig
 from sparkrec.config.generate import GenerateConfig
 from sparkrec.config.input import InputConfig
+from sparkrec.config.prepare import PrepareConfig
+from sparkrec.config.score import ScoreConfig
 from sparkrec.config.spark import SparkConfig
+from sparkrec.config.train import TrainConfig
 
 
 class ConfigError(ValueError):
@@ -36,6 +40,10 @@ class Config(Section):
     spark: SparkConfig = SparkConfig()
     input: InputConfig = InputConfig()
     generate: GenerateConfig = GenerateConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    score: ScoreConfig = ScoreConfig()
 
 
 def _split_key(dotted: str) -> list[str]:

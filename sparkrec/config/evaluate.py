@@ -1,0 +1,45 @@
+"""Evaluate job settings (`evaluate.*`)."""
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from sparkrec.config.base import Section
+
+Baseline = Literal["global_mean", "bias", "popularity", "als_explicit", "als_implicit"]
+
+
+class EvaluateConfig(Section):
+    k: list[int] = Field([5, 10, 20], min_length=1)
+    """Cut-offs K for the ranking metrics (HR, NDCG, precision, recall, MAP@K) and coverage."""
+
+    num_negatives: int = Field(99, ge=1)
+    """Sampled protocol: negatives drawn per test positive (NCF paper: 99)."""
+
+    source: Literal["model", "scores"] = "model"
+    """What to evaluate: `model` = the train job's artifact models/<name> (all protocols);
+    `scores` = the score job's precomputed top-K table scores/<name> (full-ranking metrics only:
+    a top-K table holds no scores for sampled negatives or rating predictions)."""
+
+    relevance_threshold: Optional[float] = None
+    """Explicit data: a test rating counts as relevant for the ranking metrics when >= this value;
+    null = every test interaction is relevant (the NCF convention). Ignored for implicit data."""
+
+    baselines: list[Baseline] = ["global_mean", "bias", "popularity", "als_explicit", "als_implicit"]
+    """Baselines fitted on the same train split and scored on the same test split. Rating-only ones
+    (`global_mean`, `bias`, `als_explicit`) are skipped on implicit data."""
+
+    bias_reg: float = Field(10.0, ge=0.0)
+    """User/item bias baseline: damping added to each count (b_i = sum(r - mu) / (n_i + reg)),
+    so items and users with few ratings shrink toward the global mean."""
+
+    als_rank: int = Field(10, ge=1)
+    """MLlib ALS baselines: latent factors."""
+
+    als_reg: float = Field(0.1, ge=0.0)
+    """MLlib ALS baselines: `regParam`."""
+
+    als_alpha: float = Field(1.0, ge=0.0)
+    """MLlib implicit ALS: confidence `alpha` (c = 1 + alpha * value)."""
+
+    als_max_iter: int = Field(10, ge=1)
+    """MLlib ALS baselines: alternating iterations."""

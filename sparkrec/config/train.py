@@ -1,0 +1,111 @@
+"""Train job settings (`train.*`)."""
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from sparkrec.config.base import Section
+
+
+class TrainConfig(Section):
+    model: Literal["gmf", "mlp", "neumf"] = "neumf"
+    """Model family (He et al., Neural Collaborative Filtering, WWW 2017)."""
+
+    backend: Literal["local", "horovod", "torch"] = "local"
+    """Launcher: one local process, horovod.spark.run, or Spark's TorchDistributor (DDP)."""
+
+    num_workers: int = Field(1, ge=1)
+    """World size: training processes (one Petastorm shard each)."""
+
+    objective: Literal["auto", "explicit", "implicit"] = "auto"
+    """`explicit`: MSE on ratings mapped to the rating range; `implicit`: BCE with sampled
+    negatives (every prepared row is a positive); `auto` follows the prepared data's `implicit`."""
+
+    factors: int = Field(8, ge=1)
+    """GMF embedding dimension (gmf, neumf)."""
+
+    mlp_layers: list[int] = [64, 32, 16, 8]
+    """MLP tower widths (mlp, neumf); the first is the concatenated user+item MLP embedding, so
+    each MLP embedding has mlp_layers[0] / 2 dimensions."""
+
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout after each hidden layer of the tower."""
+
+    use_bias: bool = True
+    """Add per-user and per-item bias terms to the output."""
+
+    num_negatives: int = Field(4, ge=1)
+    """Implicit only: negatives drawn uniformly per positive, fresh every step on the worker
+    (collisions with the user's positives are not rejected: rare when items >> history)."""
+
+    epochs: int = Field(10, ge=1)
+    """Passes over the training data (fewer when early stopping triggers)."""
+
+    batch_size: int = Field(1024, ge=1)
+    """Positives per worker per step (implicit steps add num_negatives per positive). A worker
+    whose shard is smaller takes proportionally smaller batches so all take the same steps."""
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    """Optimizer of the dense layers; embeddings always use SparseAdam (SGD when `sgd`) on sparse
+    gradients, so a step costs the same whatever the vocabulary size."""
+
+    lr: float = Field(0.001, gt=0.0)
+    """Learning rate (before `scale_lr`)."""
+
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    """SGD only: momentum of the dense layers (embeddings use plain sparse SGD)."""
+
+    weight_decay: float = Field(0.0, ge=0.0)
+    """L2 strength. Dense layers: the optimizer's weight decay (decoupled for adamw). Embeddings:
+    an L2 penalty on the rows in each batch, which keeps their gradients sparse."""
+
+    lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
+    """Per-epoch learning-rate schedule: constant, cosine to 0 over `epochs`, or times `lr_decay`
+    each epoch."""
+
+    lr_decay: float = Field(0.9, gt=0.0, le=1.0)
+    """Per-epoch factor of the `exponential` schedule."""
+
+    scale_lr: bool = False
+    """Multiply the learning rate by the world size (Horovod's rule for a larger global batch)."""
+
+    validation_metric: Literal["auto", "rmse", "hr@10", "loss"] = "auto"
+    """Metric on the validation split chosen for early stopping and the best checkpoint; `auto` is
+    rmse (explicit) or hr@10 against `evaluate.num_negatives` sampled negatives (implicit)."""
+
+    early_stopping_patience: int = Field(0, ge=0)
+    """Stop after this many epochs without a better validation metric (0 = never stop early).
+    The saved model is the best epoch's."""
+
+    shuffle_buffer: int = Field(100_000, ge=0)
+    """Rows in the shuffling buffer mixed across row groups (0 = no buffer; row groups and rows
+    inside them are still shuffled)."""
+
+    reader_threads: int = Field(1, ge=1)
+    """Petastorm reader threads per worker. One keeps the row order a pure function of the seed
+    (resume reproduces an uninterrupted run exactly); more can read faster, in timing-dependent
+    order."""
+
+    resume: bool = False
+    """Continue from the latest checkpoint in models/<name>/checkpoints/ (false: start fresh and
+    delete old checkpoints). A Spark retry of the same run always resumes its own checkpoints."""
+
+    keep_checkpoints: int = Field(2, ge=1)
+    """Most recent epoch checkpoints kept (the best epoch's is kept too)."""
+
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision of the forward pass on GPU (`bf16` also works on CPU); off on CPU by default."""
+
+    threads_per_worker: Optional[int] = Field(None, ge=1)
+    """torch intra-op threads per worker; null = the machine's cores divided by the workers on it."""
+
+    pretrained_gmf: Optional[str] = None
+    """neumf only: name of a trained GMF model (models/<name>) to initialise from; needs pretrained_mlp."""
+
+    pretrained_mlp: Optional[str] = None
+    """neumf only: name of a trained MLP model to initialise from; needs pretrained_gmf."""
+
+    pretrain_alpha: float = Field(0.5, ge=0.0, le=1.0)
+    """Weight of the GMF output layer when blending pretrained output layers (paper: 0.5)."""
+
+    log_every_steps: int = Field(200, ge=1)
+    """Rank 0 prints progress (loss, samples/s, ETA) every this many steps."""

@@ -1,0 +1,261 @@
+"""The prepare job: raw interaction log -> quarantine, vocabularies and train/validation/test Parquet.
+
+Run order: read -> validate (bad rows to quarantine) -> dedupe -> implicit conversion -> k-core
+-> vocabularies -> split -> write -> check counts -> publish. Everything is written into a fresh
+version folder under ``<lake>/prepared/``; only when the whole version is written and its counts
+reconcile does ``lake.publish`` switch ``<lake>/prepared/manifest.json`` to it. A run that dies
+earlier leaves the published version untouched (see ``sparkrec.lake``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from datetime import datetime, timezone
+
+import fsspec
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkrec import lake
+from sparkrec.columns import (
+    INDEX, ITEM_ID, ITEM_IDX, LABEL, ORIGINAL_ID, RATING, REASON, TIMESTAMP, USER_ID, USER_IDX,
+)
+from sparkrec.config import Config, dump_config
+from sparkrec.data import quality
+from sparkrec.data.dedupe import EVENTS, FIRST_TS, ROWS, dedupe
+from sparkrec.data.filters import kcore, positives
+from sparkrec.data.index_ids import build_vocab, id_stats
+from sparkrec.data.parquet_layout import Layout, read_layout
+from sparkrec.data.read_log import read_log
+from sparkrec.data.split import SPLIT, SPLITS, assign_split, check_split_possible
+from sparkrec.data.validate import check_rows, quarantined_rows, valid_rows
+from sparkrec.errors import SparkrecError
+
+log = logging.getLogger(__name__)
+
+PREPARED = "prepared"
+OUTPUT_SCHEMA = f"{USER_IDX} long, {ITEM_IDX} long, {LABEL} float, {TIMESTAMP} long"
+
+
+def prepared_root(lake_uri: str) -> str:
+    return lake.join(lake.normalize_uri(lake_uri), PREPARED)
+
+
+def load_manifest(lake_uri: str) -> dict:
+    """The manifest of the published prepared version (keys: see the lake layout in the README).
+
+    Raises
+    ------
+    SparkrecError
+        Nothing has been prepared under ``lake_uri`` yet.
+    """
+    return lake.resolve(prepared_root(lake_uri))
+
+
+def files_per_split(num_files: int, num_workers: int) -> int:
+    """``num_files`` rounded up to a multiple of ``num_workers`` (even Petastorm shards)."""
+    return math.ceil(num_files / num_workers) * num_workers
+
+
+def config_hash(cfg: Config) -> str:
+    """Hash of the settings that decide the prepared data (input, prepare, seed, file count)."""
+    relevant = {"input": cfg.input.model_dump(mode="json"), "prepare": cfg.prepare.model_dump(mode="json"),
+                "seed": cfg.seed, "num_workers": cfg.train.num_workers}
+    return _sha(relevant)
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _input_fingerprint(uri: str) -> list:
+    fs, path = fsspec.core.url_to_fs(uri)
+    found = fs.find(path, detail=True)
+    return sorted((name[len(path):], info.get("size")) for name, info in found.items()
+                  if not name.rsplit("/", 1)[-1].startswith(("_", ".")))
+
+
+def _move(src: str, dst: str) -> None:
+    # A rename on local disks and HDFS; a server-side copy on object stores, which is still safe:
+    # the version folder is not published yet.
+    fs, src_path = fsspec.core.url_to_fs(src)
+    fs.mv(src_path, fsspec.core.url_to_fs(dst)[1], recursive=True)
+
+
+def _previous_vocab(spark: SparkSession, cfg: Config) -> dict | None:
+    root = prepared_root(cfg.lake)
+    if not cfg.prepare.extend_vocab or not lake.exists(lake.join(root, "manifest.json")):
+        return None
+    previous = lake.resolve(root)
+    paths = previous["paths"]
+    for key in ("user_vocab", "item_vocab"):
+        if not lake.exists(paths[key]):
+            raise SparkrecError(f"the published prepared version {previous['version']} has no {key} at "
+                                f"{paths[key]}; rerun with prepare.extend_vocab=false to index from scratch")
+    return {"users": spark.read.parquet(paths["user_vocab"]), "num_users": previous["num_users"],
+            "items": spark.read.parquet(paths["item_vocab"]), "num_items": previous["num_items"],
+            "data_hash": previous["data_hash"]}
+
+
+def _write_vocab(stats: DataFrame, previous: DataFrame | None, previous_size: int, uri: str) -> int:
+    build_vocab(stats, previous, previous_size).write.parquet(uri)
+    check = stats.sparkSession.read.parquet(uri).agg(
+        F.count(F.lit(1)).alias("n"), F.countDistinct(INDEX).alias("distinct"),
+        F.min(INDEX).alias("lo"), F.max(INDEX).alias("hi")).first()
+    if not (check["n"] == check["distinct"] == (check["hi"] + 1) and check["lo"] == 0):
+        raise SparkrecError(f"vocabulary {uri} is not dense 0..n-1 (rows {check['n']}, distinct indices "
+                            f"{check['distinct']}, min {check['lo']}, max {check['hi']}); "
+                            f"rerun with prepare.extend_vocab=false")
+    return check["n"]
+
+
+def _write_splits(df: DataFrame, version: str, num_files: int, row_group_bytes: int) -> dict[str, Layout]:
+    """One job writes all splits (partitioned by split), then each moves to ``<version>/<split>``."""
+    staging = lake.join(version, "_splits")
+    (df.repartition(num_files)  # round-robin: every file gets an even share of every split
+     .write.option("parquet.block.size", row_group_bytes)
+     .partitionBy(SPLIT).parquet(staging))
+    spark = df.sparkSession
+    layouts = {}
+    for split in SPLITS:
+        src, dst = lake.join(staging, f"{SPLIT}={split}"), lake.join(version, split)
+        if lake.exists(src):
+            _move(src, dst)
+        else:  # an empty split is still a readable (empty) dataset
+            spark.createDataFrame([], OUTPUT_SCHEMA).write.parquet(dst)
+        layouts[split] = read_layout(dst)
+    lake.remove(staging)
+    return layouts
+
+
+def run_prepare(spark: SparkSession, cfg: Config) -> dict:
+    """Prepare ``cfg.input`` into ``<cfg.lake>/prepared/`` and publish it.
+
+    Returns
+    -------
+    dict
+        The published manifest: ``version``, ``input_path``, ``config_hash``, ``data_hash``,
+        ``created_at``, ``counts`` {``input``, ``kept``, ``quarantined_by_reason``,
+        ``duplicates``, ``filtered``, ``duplicates_by_kind``, ``filtered_by``}, ``num_users``,
+        ``num_items``, ``implicit``, ``rating_range``, ``splits`` {name: {``path``, ``rows``,
+        ``files``, ``row_groups``}}, ``schema``, ``paths``, plus ``kcore``, ``num_files``,
+        ``parent_data_hash`` and the resolved ``config``. Split tables hold ``user_idx`` long,
+        ``item_idx`` long, ``label`` float (rating, or 1.0 when implicit), ``timestamp`` long.
+
+    Raises
+    ------
+    SparkrecError
+        Unreadable input, a split that needs times on a log without them, ``dedupe=sum`` on
+        explicit ratings, nothing left to train on, or counts that do not reconcile.
+    """
+    p = cfg.prepare
+    raw = read_log(spark, cfg.input)
+    has_rating, has_time = RATING in raw.columns, TIMESTAMP in raw.columns
+    check_split_possible(p.split, has_time)
+    implicit = not has_rating or p.implicit_threshold is not None
+    if p.dedupe == "sum" and not implicit:
+        raise SparkrecError("prepare.dedupe=sum adds ratings, which only makes sense for implicit counts; set "
+                            "prepare.implicit_threshold, input.columns.rating=null, or prepare.dedupe=latest")
+    previous = _previous_vocab(spark, cfg)
+    root = prepared_root(cfg.lake)
+    version = lake.new_version(root)
+    num_files = files_per_split(p.num_files, cfg.train.num_workers)
+    persisted: list[DataFrame] = []
+    try:
+        input_rows = raw.count()
+        checked = check_rows(raw, p.rating_min, p.rating_max)
+        quarantine_uri = lake.join(version, "quarantine")
+        quarantined_rows(checked).write.parquet(quarantine_uri)
+        found = dict(spark.read.parquet(quarantine_uri).groupBy(REASON).count().collect())
+        by_reason = {reason: found.pop(reason, 0) for reason in quality.REASONS}
+        assert not found, f"unknown quarantine reasons {found}"
+
+        deduped = dedupe(valid_rows(checked), p.dedupe).persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(deduped)
+        totals = deduped.agg(F.count(F.lit(1)).alias("pairs"), F.sum(EVENTS).alias("events"),
+                             F.sum(ROWS).alias("rows")).first()
+        pairs, events, valid = totals["pairs"], totals["events"] or 0, totals["rows"] or 0
+        if input_rows != sum(by_reason.values()) + valid:
+            raise SparkrecError(f"counts do not reconcile: read {input_rows} rows but quarantined "
+                                f"{sum(by_reason.values())} and validated {valid}")
+
+        kept, candidates = deduped, pairs
+        if p.implicit_threshold is not None:
+            kept = positives(deduped, p.implicit_threshold)
+            candidates = kept.count()
+        kept, core = kcore(kept, candidates, p.min_user_interactions, p.min_item_interactions,
+                           p.kcore_max_iterations)
+        persisted.append(kept)
+        if not core.converged:
+            log.warning("k-core filter stopped after %d passes without converging; raise "
+                        "prepare.kcore_max_iterations for a stable core", core.iterations)
+        if core.rows == 0:
+            raise SparkrecError(f"no interactions left to train on: {input_rows} read, {by_reason} quarantined, "
+                                f"{valid - pairs} duplicates, {pairs - candidates} below the implicit threshold, "
+                                f"{candidates} filtered by the k-core minimums; check input.* and prepare.*")
+
+        paths = {name: lake.join(version, name) for name in ("quarantine", "user_vocab", "item_vocab")}
+        prev = previous or {}
+        num_users = _write_vocab(id_stats(kept, USER_ID, FIRST_TS), prev.get("users"), prev.get("num_users", 0),
+                                 paths["user_vocab"])
+        num_items = _write_vocab(id_stats(kept, ITEM_ID, FIRST_TS), prev.get("items"), prev.get("num_items", 0),
+                                 paths["item_vocab"])
+
+        users = spark.read.parquet(paths["user_vocab"]).select(
+            F.col(ORIGINAL_ID).alias(USER_ID), F.col(INDEX).alias(USER_IDX))
+        items = spark.read.parquet(paths["item_vocab"]).select(
+            F.col(ORIGINAL_ID).alias(ITEM_ID), F.col(INDEX).alias(ITEM_IDX))
+        label = F.lit(1.0) if implicit else F.col(RATING)
+        out = (assign_split(kept, p.split, cfg.seed).join(users, USER_ID).join(items, ITEM_ID)
+               .select(USER_IDX, ITEM_IDX, label.cast("float").alias(LABEL), TIMESTAMP, SPLIT))
+        layouts = _write_splits(out, version, num_files, p.row_group_bytes)
+
+        written = sum(layout.rows for layout in layouts.values())
+        if written != core.rows:
+            raise SparkrecError(f"counts do not reconcile: kept {core.rows} interactions but wrote {written}")
+        counts = {
+            "input": input_rows,
+            "kept": core.rows,
+            "quarantined_by_reason": by_reason,
+            "duplicates": valid - pairs,
+            "filtered": pairs - core.rows,
+            "duplicates_by_kind": {"exact": valid - events, "repeated_pair": events - pairs},
+            "filtered_by": {"below_threshold": pairs - candidates, "kcore": candidates - core.rows},
+        }
+        splits = {name: {"path": lake.join(version, name), "rows": layout.rows, "files": len(layout.files),
+                         "row_groups": layout.row_groups} for name, layout in layouts.items()}
+        labels = [layout.stats[LABEL] for layout in layouts.values() if LABEL in layout.stats]
+        cfg_hash = config_hash(cfg)
+        parent = prev.get("data_hash")
+        content = {"config_hash": cfg_hash, "input": _input_fingerprint(lake.normalize_uri(cfg.input.path)),
+                   "counts": counts, "num_users": num_users, "num_items": num_items, "parent": parent,
+                   "splits": {k: [v["rows"], v["row_groups"]] for k, v in splits.items()}}
+        manifest = {
+            "input_path": lake.normalize_uri(cfg.input.path),
+            "config_hash": cfg_hash,
+            "data_hash": _sha(content),
+            "parent_data_hash": parent,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "counts": counts,
+            "num_users": num_users,
+            "num_items": num_items,
+            "implicit": implicit,
+            "rating_range": [float(min(lo for lo, _ in labels)), float(max(hi for _, hi in labels))],
+            "splits": splits,
+            "schema": layouts["train"].schema,
+            "paths": paths,
+            "kcore": {"iterations": core.iterations, "converged": core.converged},
+            "num_files": num_files,
+            "config": dump_config(cfg),
+        }
+        lake.publish(root, version, manifest)
+    except BaseException:
+        lake.remove(version)  # never published; do not leave it for the next publish to weigh
+        raise
+    finally:
+        for df in persisted:
+            df.unpersist()
+    return {**manifest, "version": version}

@@ -1,0 +1,122 @@
+"""The decomposed NCF scorer equals the model's own forward pass, and its top-K equals brute force."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from sparkrec.errors import SparkrecError
+from sparkrec.models.ncf import NCF, NCFConfig
+from sparkrec.score.fast_ncf import DecomposedNCF, PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+
+NUM_USERS, NUM_ITEMS = 40, 57
+
+
+def trained_like(kind, use_bias=False, dropout=0.0, mlp_layers=(16, 8, 4), seed=0):
+    """An NCF with weights far from init (std 0.5), so every term of the score matters."""
+    torch.manual_seed(seed)
+    model = NCF(NCFConfig(kind=kind, num_users=NUM_USERS, num_items=NUM_ITEMS, factors=6,
+                          mlp_layers=mlp_layers, dropout=dropout, use_bias=use_bias))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    return model.eval()
+
+
+def all_pairs(model):
+    users = torch.arange(NUM_USERS).repeat_interleave(NUM_ITEMS)
+    items = torch.arange(NUM_ITEMS).repeat(NUM_USERS)
+    with torch.no_grad():
+        return model(users, items).view(NUM_USERS, NUM_ITEMS)
+
+
+@pytest.mark.parametrize("kind,use_bias,dropout,mlp_layers", [
+    *itertools.product(["gmf", "mlp", "neumf"], [False, True], [0.0, 0.3], [(16, 8, 4)]),
+    ("neumf", True, 0.0, (16,)),   # tower without hidden layers
+    ("mlp", False, 0.2, (12, 6)),  # one hidden layer: the tail is only ReLU + dropout
+])
+def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, mlp_layers):
+    model = trained_like(kind, use_bias, dropout, mlp_layers)
+    scorer = make_scorer(model, NUM_ITEMS)
+    assert isinstance(scorer, DecomposedNCF)
+    with torch.inference_mode():
+        users = torch.arange(NUM_USERS)
+        state = scorer.user_state(users)
+        blocks = torch.cat([scorer.block(state, s, min(NUM_ITEMS, s + 10)) for s in range(0, NUM_ITEMS, 10)], dim=1)
+    expected = all_pairs(model)
+    assert expected.std() > 0.1  # scores spread: a wrong term would show
+    torch.testing.assert_close(blocks, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, NUM_ITEMS])
+def test_top_k_with_exclusion_equals_brute_force(chunk):
+    model = trained_like("neumf", use_bias=True)
+    scorer = make_scorer(model, NUM_ITEMS)
+    full = all_pairs(model)
+    users = torch.tensor([3, 0, 17, 39])
+    # user 3: its best item and a duplicate; user 17: all but 3 items; user 39: nothing seen.
+    best_of_3 = int(full[3].argmax())
+    rows = [0, 0, 0] + [2] * (NUM_ITEMS - 3) + [1]
+    items = [best_of_3, 5, 5] + list(range(3, NUM_ITEMS)) + [NUM_ITEMS + 100]  # out-of-range is ignored
+    scores, top, counts = top_k_items(scorer, users, 10, chunk, torch.tensor(rows), torch.tensor(items))
+
+    assert counts.tolist() == [10, 10, 3, 10]
+    masked = full[users].clone()
+    masked[0, [best_of_3, 5]] = float("-inf")
+    masked[2, 3:] = float("-inf")
+    ref_scores, ref_items = masked.topk(10, dim=1)
+    assert torch.equal(top[[0, 1, 3]], ref_items[[0, 1, 3]])
+    assert set(top[2, :3].tolist()) == {0, 1, 2}
+    torch.testing.assert_close(scores[[0, 1, 3]], ref_scores[[0, 1, 3]])
+    assert best_of_3 not in top[0].tolist()
+    assert (scores[:, :-1] >= scores[:, 1:]).all()
+
+
+def test_k_above_catalog_returns_every_item_once():
+    scorer = make_scorer(trained_like("gmf"), NUM_ITEMS)
+    _, top, counts = top_k_items(scorer, torch.arange(5), NUM_ITEMS + 20, chunk=9)
+    assert top.shape == (5, NUM_ITEMS) and counts.tolist() == [NUM_ITEMS] * 5
+    assert all(sorted(row) == list(range(NUM_ITEMS)) for row in top.tolist())
+
+
+def test_chunk_fits_the_memory_budget():
+    scorer = make_scorer(trained_like("neumf", mlp_layers=(64, 32, 16, 8)), NUM_ITEMS)
+    assert scorer.floats_per_pair == 2 + 32 + 16 + 8
+    assert items_per_chunk(scorer, batch_users=4, budget_mib=1 / 1024) == 1024 // (4 * 58 * 4)
+    assert items_per_chunk(scorer, batch_users=4, budget_mib=1024) == NUM_ITEMS
+
+
+class DotModel(nn.Module):
+    """A model outside the NCF family: scored pairwise through its forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.users = nn.Embedding(NUM_USERS, 3)
+        self.items = nn.Embedding(NUM_ITEMS, 3)
+
+    def forward(self, user_idx, item_idx):
+        return (self.users(user_idx) * self.items(item_idx)).sum(1).tanh()
+
+
+def test_other_models_are_scored_pairwise():
+    torch.manual_seed(1)
+    model = DotModel().eval()
+    scorer = make_scorer(model, NUM_ITEMS)
+    assert isinstance(scorer, PairwiseScorer)
+    _, top, _ = top_k_items(scorer, torch.arange(NUM_USERS), 5, chunk=8)
+    assert torch.equal(top, all_pairs(model).topk(5, dim=1).indices)
+
+
+class ScaledNCF(NCF):
+    """NCF whose forward no longer matches its submodules (as if the contract drifted)."""
+
+    def forward(self, user_idx, item_idx):
+        return 2.0 * super().forward(user_idx, item_idx)
+
+
+def test_contract_drift_fails_loudly():
+    model = ScaledNCF(NCFConfig(kind="neumf", num_users=NUM_USERS, num_items=NUM_ITEMS, mlp_layers=(8, 4))).eval()
+    with pytest.raises(SparkrecError, match="differ from model.forward"):
+        make_scorer(model, NUM_ITEMS)
+    with pytest.raises(SparkrecError, match="model has 57 items"):
+        make_scorer(trained_like("gmf"), NUM_ITEMS + 1)
