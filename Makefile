@@ -1,5 +1,5 @@
 # The two commands of the README. Both build the environment first (idempotent, seconds when
-# nothing changed; the first run builds Horovod, ~12 minutes on 2 cores, then caches the wheel).
+# nothing changed; the first run builds Horovod, about 4 minutes on 2 cores, then reuses the cached wheel).
 SHELL := /bin/bash
 PY := .venv/bin/python
 SUBMIT := ./spark-submit.sh

@@ -4,6 +4,7 @@ Exit codes (what a scheduler can act on):
   0  success
   1  the job failed (bad data, missing input, failed check); reason on the last stderr line
   2  invalid config or command line; nothing was started
+  3  the pipeline's quality gate blocked a regressed model; nothing was published
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def run_job(job: Callable[[Config], object], argv: Sequence[str] | None, prog: s
         job(cfg)
     except SparkrecError as e:
         print(f"{prog}: failed: {_one_line(e)}", file=sys.stderr)
-        return EXIT_FAILED
+        return e.exit_code
     except Exception as e:  # unexpected: keep the traceback, but end with the one-line reason
         traceback.print_exc()
         print(f"{prog}: failed: {e.__class__.__name__}: {_one_line(e)}", file=sys.stderr)

@@ -86,16 +86,21 @@ def new_version(root: str) -> str:
 def publish(root: str, version: str, manifest: dict, pointer: str = "manifest.json", keep: int = 2) -> None:
     """Point ``<root>/<pointer>`` at the complete ``version`` folder, then prune old versions.
 
-    ``manifest`` is written with ``version`` added; the last ``keep`` versions stay on disk so a
-    reader that resolved the previous pointer a moment ago can still finish.
+    ``manifest`` is written with ``version`` and ``published`` (the last ``keep`` versions ever
+    published here, newest first) added. Those stay on disk so a reader that resolved the previous
+    pointer a moment ago can still finish; every other ``v-*`` folder under ``root`` is removed,
+    including folders of runs killed before they published. One writer per ``root`` at a time.
     """
-    write_json_atomic(join(root, pointer), {**manifest, "version": version})
+    pointer_uri = join(root, pointer)
+    before = read_json(pointer_uri).get("published", []) if exists(pointer_uri) else []
+    published = [version] + [v for v in before if v != version][: keep - 1]
+    write_json_atomic(pointer_uri, {**manifest, "version": version, "published": published})
     fs, path = _fs(root)
-    versions = sorted(p for p in fs.ls(path, detail=False) if os.path.basename(p.rstrip("/")).startswith("v-"))
-    current = _fs(version)[1].rstrip("/")
-    stale = [p for p in versions if p.rstrip("/") != current][: max(0, len(versions) - keep)]
-    for p in stale:
-        fs.rm(p, recursive=True)
+    kept = {_fs(v)[1].rstrip("/") for v in published}
+    for p in fs.ls(path, detail=False):
+        p = p.rstrip("/")
+        if os.path.basename(p).startswith("v-") and p not in kept:
+            fs.rm(p, recursive=True)
 
 
 def resolve(root: str, pointer: str = "manifest.json") -> dict:

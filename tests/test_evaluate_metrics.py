@@ -6,6 +6,7 @@ import pytest
 from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import functions as F
 
+from sparkrec.evaluate.candidates import full_ranking_lists
 from sparkrec.evaluate.ranking_metrics import (
     catalog_coverage, mean_over_users, metric_names, per_list_metrics, rank_by_score,
 )
@@ -79,6 +80,32 @@ def test_sampled_lists_are_averaged_per_user_first(spark):
 def test_no_lists_gives_none_not_an_error(spark):
     got = metrics(spark, [], [], [5])
     assert got["hr@5"] is None and got["users"] == 0 and got["lists"] == 0
+
+
+def test_users_without_test_items_are_left_out_not_scored_zero(spark):
+    positives = spark.createDataFrame([(1, 10)], "user_idx long, item_idx long")
+    # User 2 got recommendations but has no test item: nothing can be right or wrong for it.
+    top = spark.createDataFrame([(1, 10, 1), (2, 20, 1)], "user_idx long, item_idx long, rank int")
+    hits = top.join(positives, ["user_idx", "item_idx"]).select("user_idx", F.lit(0).cast("long").alias("list_id"), "rank")
+    got = mean_over_users(per_list_metrics(full_ranking_lists(positives), hits, [1]), [1])
+    assert got["hr@1"] == 1.0 and got["precision@1"] == 1.0 and got["users"] == 1
+    # Spark's RankingEvaluator would average user 2 in as a 0 (one reason it is not used).
+    data = spark.createDataFrame([([10.0], [10.0]), ([20.0], [])], "prediction array<double>, label array<double>")
+    assert RankingEvaluator(metricName="precisionAtK", k=1).evaluate(data) == pytest.approx(0.5)
+
+
+def test_sampled_list_shorter_than_k_from_scores(spark):
+    # One positive (item 7) among two negatives, scored and ranked: rank 3 of a 3-item list, K = 5.
+    scored = spark.createDataFrame([(1, 7, 7, 0.1), (1, 7, 8, 0.9), (1, 7, 9, 0.5)],
+                                   "user_idx long, list_id long, item_idx long, score double")
+    ranked = rank_by_score(scored, seed=0)
+    hits = ranked.where(F.col("item_idx") == F.col("list_id")).select("user_idx", "list_id", "rank")
+    lists = spark.createDataFrame([(1, 7, 1)], "user_idx long, list_id long, num_relevant int")
+    got = mean_over_users(per_list_metrics(lists, hits, [2, 5]), [2, 5])
+    assert got["hr@2"] == 0.0 and got["hr@5"] == 1.0
+    assert got["precision@5"] == pytest.approx(1 / 5) and got["recall@5"] == 1.0
+    assert got["ndcg@5"] == pytest.approx(1 / log2(4)) and got["map@5"] == pytest.approx(1 / 3)
+    assert got["mrr"] == pytest.approx(1 / 3)
 
 
 def test_rank_by_score_orders_ties_label_blind_and_nan_last(spark):

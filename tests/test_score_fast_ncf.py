@@ -72,6 +72,22 @@ def test_top_k_with_exclusion_equals_brute_force(chunk):
     assert (scores[:, :-1] >= scores[:, 1:]).all()
 
 
+def test_only_candidate_items_are_recommended():
+    model = trained_like("mlp", use_bias=True)
+    scorer = make_scorer(model, NUM_ITEMS)
+    allowed = torch.zeros(NUM_ITEMS, dtype=torch.bool)
+    allowed[::4] = True                                   # 15 candidates
+    users = torch.tensor([0, 1])
+    # user 0 saw 3 candidates and 2 non-candidates: 12 candidates remain, so only 12 of K=14.
+    rows, items = torch.tensor([0] * 5), torch.tensor([0, 4, 8, 1, 2])
+    scores, top, counts = top_k_items(scorer, users, 14, 6, rows, items, allowed)
+    assert counts.tolist() == [12, 14]
+    masked = all_pairs(model)[users].masked_fill(~allowed, float("-inf"))
+    masked[0, [0, 4, 8]] = float("-inf")
+    assert torch.equal(top[0, :12], masked[0].topk(12).indices)
+    assert torch.equal(top[1], masked[1].topk(14).indices)
+
+
 def test_k_above_catalog_returns_every_item_once():
     scorer = make_scorer(trained_like("gmf"), NUM_ITEMS)
     _, top, counts = top_k_items(scorer, torch.arange(5), NUM_ITEMS + 20, chunk=9)

@@ -17,6 +17,7 @@ from sparkrec.config.base import Section
 from sparkrec.config.evaluate import EvaluateConfig
 from sparkrec.config.generate import GenerateConfig
 from sparkrec.config.input import InputConfig
+from sparkrec.config.pipeline import PipelineConfig
 from sparkrec.config.prepare import PrepareConfig
 from sparkrec.config.score import ScoreConfig
 from sparkrec.config.spark import SparkConfig
@@ -44,6 +45,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     score: ScoreConfig = ScoreConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
 
 def _split_key(dotted: str) -> list[str]:

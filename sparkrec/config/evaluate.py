@@ -1,7 +1,7 @@
 """Evaluate job settings (`evaluate.*`)."""
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from sparkrec.config.base import Section
 
@@ -9,7 +9,7 @@ Baseline = Literal["global_mean", "bias", "popularity", "als_explicit", "als_imp
 
 
 class EvaluateConfig(Section):
-    k: list[int] = Field([5, 10, 20], min_length=1)
+    k: list[PositiveInt] = Field([5, 10, 20], min_length=1)
     """Cut-offs K for the ranking metrics (HR, NDCG, precision, recall, MAP@K) and coverage."""
 
     num_negatives: int = Field(99, ge=1)
@@ -20,13 +20,19 @@ class EvaluateConfig(Section):
     `scores` = the score job's precomputed top-K table scores/<name> (full-ranking metrics only:
     a top-K table holds no scores for sampled negatives or rating predictions)."""
 
+    exclude_splits: list[Literal["train", "validation"]] = ["train", "validation"]
+    """Full-ranking protocol: the user's interactions in these splits are not ranked (nor counted as
+    test positives). Validation items are excluded too by default: they are known interactions,
+    not test targets, and a model that ranks them high must not be penalised. With
+    `source=scores` the table's own `score.exclude_splits` applies instead."""
+
     relevance_threshold: Optional[float] = None
     """Explicit data: a test rating counts as relevant for the ranking metrics when >= this value;
     null = every test interaction is relevant (the NCF convention). Ignored for implicit data."""
 
     baselines: list[Baseline] = ["global_mean", "bias", "popularity", "als_explicit", "als_implicit"]
-    """Baselines fitted on the same train split and scored on the same test split. Rating-only ones
-    (`global_mean`, `bias`, `als_explicit`) are skipped on implicit data."""
+    """Baselines fitted on the same train split and scored on the same test split. The rating models
+    (`global_mean`, `bias`, `als_explicit`) are skipped on implicit data, where every label is 1."""
 
     bias_reg: float = Field(10.0, ge=0.0)
     """User/item bias baseline: damping added to each count (b_i = sum(r - mu) / (n_i + reg)),
@@ -43,3 +49,7 @@ class EvaluateConfig(Section):
 
     als_max_iter: int = Field(10, ge=1)
     """MLlib ALS baselines: alternating iterations."""
+
+    als_blocks: int = Field(10, ge=1)
+    """MLlib ALS baselines: `numUserBlocks` and `numItemBlocks` (MLlib's default 10; about the
+    cores available suits small data, more on a cluster)."""

@@ -73,7 +73,7 @@ class PrepareConfig(Section):
     """Parquet files per split; rounded up to a multiple of train.num_workers so Petastorm
     shards come out even."""
 
-    row_group_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    row_group_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     """Target Parquet row-group size (`parquet.block.size`); Petastorm shards by row group."""
 
     @model_validator(mode="after")

@@ -12,7 +12,8 @@ class ScoreConfig(Section):
 
     pairs: Optional[str] = None
     """Pairs mode: Parquet of (user_id, item_id) in original IDs to score instead of top-K; written
-    to `scores/<name>-pairs/` with a `score` per pair (null plus a `reason` for unknown IDs)."""
+    to `scores/<name>-pairs/` with a `score` per pair (null plus a `reason` when an ID is unknown
+    or had no training interactions)."""
 
     users: Optional[str] = None
     """Parquet with a `user_id` column (original IDs) to recommend for; null = every user in the
@@ -21,6 +22,10 @@ class ScoreConfig(Section):
     exclude_splits: list[Literal["train", "validation", "test"]] = ["train"]
     """Prepared splits whose (user, item) pairs are never recommended back to that user; `[]`
     recommends seen items too."""
+
+    only_trained_items: bool = True
+    """Recommend only items with training interactions: the others' embeddings never left their
+    random initialisation, so their scores would be noise."""
 
     buckets: int = Field(16, ge=1)
     """User hash buckets: the table is partitioned by `bucket = pmod(xxhash64(user_id), buckets)`,

@@ -87,7 +87,12 @@ class TrainConfig(Section):
 
     resume: bool = False
     """Continue from the latest checkpoint in models/<name>/checkpoints/ (false: start fresh and
-    delete old checkpoints). A Spark retry of the same run always resumes its own checkpoints."""
+    delete old checkpoints). A restart of the same run (`max_restarts`) always resumes its own."""
+
+    max_restarts: int = Field(0, ge=0)
+    """horovod/torch: after a worker fails (crash, lost executor), launch all workers again up to
+    this many times; they resume from this run's last checkpoint. Spark itself does not retry
+    these stages (a failed barrier stage is not recoverable), so the restart happens here."""
 
     keep_checkpoints: int = Field(2, ge=1)
     """Most recent epoch checkpoints kept (the best epoch's is kept too)."""

@@ -34,21 +34,23 @@ def dedupe(valid: DataFrame, policy: str) -> DataFrame:
     Notes
     -----
     Everything downstream groups by user (per-user counts, leave-last-out, the user vocabulary),
-    so the one shuffle here partitions by user and every later per-user step reuses it.
+    so the one shuffle here partitions by user and every later per-user step reuses it. The three
+    aggregations (event, pair and time, pair) all run on that partitioning, and all are hash
+    aggregations (a ``max`` over a struct would force a sort-based one).
     """
     if policy not in POLICIES:
         raise ValueError(f"dedupe policy {policy!r} is not one of {POLICIES}; set prepare.dedupe")
-    events = (valid.repartition(USER_ID)
-              .groupBy(USER_ID, ITEM_ID, RATING, TIMESTAMP)
-              .agg(F.count(F.lit(1)).alias(ROWS)))
-    if policy == "sum":
-        value, time = F.sum(RATING), F.max(TIMESTAMP)
-    else:
-        # Structs compare field by field: time first, then rating (negated for `first` so the
-        # higher rating still wins a tie).
-        sign = 1 if policy == "latest" else -1
-        pick = (F.max if policy == "latest" else F.min)(F.struct(TIMESTAMP, (F.col(RATING) * sign).alias("r")))
-        value, time = pick["r"] * sign, pick[TIMESTAMP]
-    return (events.groupBy(USER_ID, ITEM_ID)
-            .agg(value.alias(RATING), time.alias(TIMESTAMP), F.min(TIMESTAMP).alias(FIRST_TS),
-                 F.count(F.lit(1)).alias(EVENTS), F.sum(ROWS).alias(ROWS)))
+    by_user = valid.repartition(USER_ID)
+    events = by_user.groupBy(USER_ID, ITEM_ID, TIMESTAMP, RATING).agg(F.count(F.lit(1)).alias(ROWS))
+    # Then one row per (pair, time): its best rating (the tie-break) or, for `sum`, the total.
+    at_time = events.groupBy(USER_ID, ITEM_ID, TIMESTAMP).agg(
+        (F.sum if policy == "sum" else F.max)(RATING).alias(RATING),
+        F.count(F.lit(1)).alias(EVENTS), F.sum(ROWS).alias(ROWS))
+    # Times are now unique per pair, so max_by / min_by are deterministic; logs without times
+    # have one row per pair here (bad times were quarantined, so times are all null or none).
+    time = F.coalesce(F.col(TIMESTAMP), F.lit(0))
+    value = {"latest": F.max_by(RATING, time), "first": F.min_by(RATING, time), "sum": F.sum(RATING)}[policy]
+    picked_time = F.min(TIMESTAMP) if policy == "first" else F.max(TIMESTAMP)
+    return (at_time.groupBy(USER_ID, ITEM_ID)
+            .agg(value.alias(RATING), picked_time.alias(TIMESTAMP), F.min(TIMESTAMP).alias(FIRST_TS),
+                 F.sum(EVENTS).alias(EVENTS), F.sum(ROWS).alias(ROWS)))

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from datetime import datetime, timezone
 
 import fsspec
@@ -40,11 +41,11 @@ PREPARED = "prepared"
 OUTPUT_SCHEMA = f"{USER_IDX} long, {ITEM_IDX} long, {LABEL} float, {TIMESTAMP} long"
 
 
-def prepared_root(lake_uri: str) -> str:
-    return lake.join(lake.normalize_uri(lake_uri), PREPARED)
+def prepared_root(lake_uri: str | os.PathLike) -> str:
+    return lake.join(lake.normalize_uri(str(lake_uri)), PREPARED)
 
 
-def load_manifest(lake_uri: str) -> dict:
+def load_manifest(lake_uri: str | os.PathLike) -> dict:
     """The manifest of the published prepared version (keys: see the lake layout in the README).
 
     Raises
@@ -115,7 +116,9 @@ def _write_vocab(stats: DataFrame, previous: DataFrame | None, previous_size: in
 def _write_splits(df: DataFrame, version: str, num_files: int, row_group_bytes: int) -> dict[str, Layout]:
     """One job writes all splits (partitioned by split), then each moves to ``<version>/<split>``."""
     staging = lake.join(version, "_splits")
-    (df.repartition(num_files)  # round-robin: every file gets an even share of every split
+    # Hash of the pair: every file gets an even share of every split, and unlike round-robin
+    # it needs no sort of each partition to stay deterministic when a task is retried.
+    (df.repartition(num_files, USER_IDX, ITEM_IDX)
      .write.option("parquet.block.size", row_group_bytes)
      .partitionBy(SPLIT).parquet(staging))
     spark = df.sparkSession

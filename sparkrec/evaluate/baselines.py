@@ -1,14 +1,8 @@
 """Baselines fitted on the train split and scored like the model: what a user would otherwise use.
 
-Every recommender here offers the two operations the protocols need:
-
-- ``score_pairs(pairs)`` -> ``user_idx``, ``item_idx``, ``score`` (on the rating scale when
-  ``predicts_ratings``, so it also feeds RMSE/MAE);
-- ``top_k(users, k, exclude)`` -> ``user_idx``, ``item_idx``, ``score``, ``rank`` (1..k), never
-  an item of ``exclude`` for that user.
+Every recommender here offers the operations the protocols need (see :class:`Recommender`).
 """
 from __future__ import annotations
-
 
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, Window
@@ -16,21 +10,32 @@ from pyspark.sql import functions as F
 
 from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
 from sparkrec.evaluate.ranking_metrics import RANK, SCORE, rank_by_score
+from sparkrec.evaluate.rating_metrics import PREDICTION
 
 
 class Recommender:
-    """Interface shared by the baselines and the evaluated model."""
+    """Interface shared by the baselines and what is evaluated (model, top-K table)."""
 
     name: str = ""
+    scores_pairs: bool = True
+    """``score_pairs`` works (the sampled protocol and RMSE/MAE need it)."""
     predicts_ratings: bool = False
-    """``score_pairs`` gives predicted ratings (explicit data), usable for RMSE/MAE."""
+    """``rating_predictions`` gives ratings on the label scale (explicit data: RMSE/MAE)."""
     ranks: bool = True
-    """The scores order items meaningfully (a constant predictor does not)."""
+    """The scores order items meaningfully (a constant predictor does not) and ``top_k`` works."""
 
     def score_pairs(self, pairs: DataFrame) -> DataFrame:
+        """``pairs``' columns (``user_idx``, ``item_idx``, ...) plus ``score`` double/float (higher
+        = better), one row per input row."""
         raise NotImplementedError
 
+    def rating_predictions(self, pairs: DataFrame) -> DataFrame:
+        """``pairs``' columns plus ``prediction`` (a rating); for the baselines the score is one."""
+        return self.score_pairs(pairs).withColumnRenamed(SCORE, PREDICTION)
+
     def top_k(self, users: DataFrame, k: int, exclude: DataFrame) -> DataFrame:
+        """``user_idx``, ``item_idx``, ``score``, ``rank`` (1..k, consecutive): the best ``k`` items
+        for each of ``users``' ``user_idx``, never a pair of ``exclude`` (``user_idx``, ``item_idx``)."""
         raise NotImplementedError
 
 
@@ -67,7 +72,7 @@ class GlobalMean(Recommender):
 
     name = "global_mean"
     predicts_ratings = True
-    ranks = False
+    ranks = False  # every item ties: its ranking would only measure the tie-break
 
     def __init__(self, mean: float):
         self.mean = mean
@@ -77,7 +82,7 @@ class GlobalMean(Recommender):
         return cls(float(train.agg(F.avg(LABEL)).first()[0]))
 
     def score_pairs(self, pairs: DataFrame) -> DataFrame:
-        return pairs.select(USER_IDX, ITEM_IDX, F.lit(self.mean).alias(SCORE))
+        return pairs.withColumn(SCORE, F.lit(self.mean))
 
 
 class UserItemBias(Recommender):
@@ -107,14 +112,14 @@ class UserItemBias(Recommender):
     def score_pairs(self, pairs: DataFrame) -> DataFrame:
         lo, hi = self.rating_range
         raw = F.lit(self.mean) + F.coalesce("b_u", F.lit(0.0)) + F.coalesce("b_i", F.lit(0.0))
-        return (pairs.select(USER_IDX, ITEM_IDX).join(self.user_bias, USER_IDX, "left").join(self.item_bias, ITEM_IDX, "left")
-                .select(USER_IDX, ITEM_IDX, F.least(F.greatest(raw, F.lit(lo)), F.lit(hi)).alias(SCORE)))
+        return (pairs.join(self.user_bias, USER_IDX, "left").join(self.item_bias, ITEM_IDX, "left")
+                .select(*pairs.columns, F.least(F.greatest(raw, F.lit(lo)), F.lit(hi)).alias(SCORE)))
 
     def top_k(self, users: DataFrame, k: int, exclude: DataFrame) -> DataFrame:
         # Within one user mu + b_u is constant, so the order is b_i's. Items without a train
         # rating have no fitted bias and stay out of the pool (nothing is known of them).
         top = global_order_top_k(self.item_bias.select(ITEM_IDX, F.col("b_i").alias(SCORE)), users, k, exclude, self.seed)
-        return self.score_pairs(top.select(USER_IDX, ITEM_IDX)).join(top.select(USER_IDX, ITEM_IDX, RANK), [USER_IDX, ITEM_IDX])
+        return self.score_pairs(top.select(USER_IDX, ITEM_IDX, RANK)).select(USER_IDX, ITEM_IDX, SCORE, RANK)
 
 
 class Popularity(Recommender):
@@ -131,8 +136,8 @@ class Popularity(Recommender):
         return cls(counts, seed)
 
     def score_pairs(self, pairs: DataFrame) -> DataFrame:
-        return pairs.select(USER_IDX, ITEM_IDX).join(self.counts, ITEM_IDX, "left").fillna(0.0, [SCORE]) \
-            .select(USER_IDX, ITEM_IDX, SCORE)
+        return (pairs.join(self.counts, ITEM_IDX, "left").fillna(0.0, [SCORE])
+                .select(*pairs.columns, SCORE))
 
     def top_k(self, users: DataFrame, k: int, exclude: DataFrame) -> DataFrame:
         return global_order_top_k(self.counts, users, k, exclude, self.seed)
@@ -150,16 +155,17 @@ class MllibAls(Recommender):
 
     @classmethod
     def fit(cls, train: DataFrame, implicit: bool, rank: int, reg: float, alpha: float, max_iter: int,
-            seed: int) -> "MllibAls":
+            blocks: int, seed: int) -> "MllibAls":
         als = ALS(userCol=USER_IDX, itemCol=ITEM_IDX, ratingCol=LABEL, rank=rank, regParam=reg, alpha=alpha,
-                  maxIter=max_iter, implicitPrefs=implicit, coldStartStrategy="nan", seed=seed)
+                  maxIter=max_iter, implicitPrefs=implicit, numUserBlocks=blocks, numItemBlocks=blocks,
+                  coldStartStrategy="nan", seed=seed)
         fill = 0.0 if implicit else float(train.agg(F.avg(LABEL)).first()[0])
         return cls(als.fit(train), implicit, fill, seed)
 
     def score_pairs(self, pairs: DataFrame) -> DataFrame:
         pred = F.col("prediction").cast("double")
-        return (self.model.transform(pairs.select(USER_IDX, ITEM_IDX))
-                .select(USER_IDX, ITEM_IDX, F.when(F.isnan(pred) | pred.isNull(), F.lit(self.fill)).otherwise(pred).alias(SCORE)))
+        return (self.model.transform(pairs)
+                .select(*pairs.columns, F.when(F.isnan(pred) | pred.isNull(), F.lit(self.fill)).otherwise(pred).alias(SCORE)))
 
     def top_k(self, users: DataFrame, k: int, exclude: DataFrame) -> DataFrame:
         # recommendForUserSubset cannot skip excluded items, so ask each user for k + (its

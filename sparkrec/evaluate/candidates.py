@@ -24,6 +24,7 @@ from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
 from sparkrec.evaluate.ranking_metrics import LIST_ID, NUM_RELEVANT
 
 TARGET = "target"
+FREE = "free"
 MAX_ROUNDS = 30
 
 
@@ -86,9 +87,9 @@ def sample_negatives(lists: DataFrame, interacted: DataFrame, num_items: int, nu
                      seed: int) -> tuple[DataFrame, DataFrame]:
     """Draw ``num_negatives`` distinct uninteracted items for every list (policy: module doc).
 
-    Each round draws, for every list still short, enough uniform item ids to fill it at the
-    user's acceptance rate (uninteracted and not yet chosen / catalog), drops the rejected ones
-    and keeps the first in draw order. A typical list fills in one round, a dense user in a few.
+    Each round draws, for every list still short, enough uniform item ids to fill it given how
+    many of the catalog's items are still free for that list, drops the rejected ones and keeps
+    the first in draw order. Almost every list fills in the first round.
 
     Parameters
     ----------
@@ -102,8 +103,9 @@ def sample_negatives(lists: DataFrame, interacted: DataFrame, num_items: int, nu
     Returns
     -------
     (DataFrame, DataFrame)
-        Negatives ``user_idx``, ``list_id``, ``item_idx`` (long) and the lists with their
-        ``target`` length (min(num_negatives, uninteracted items of the user)). Both are cached.
+        Negatives ``user_idx``, ``list_id``, ``item_idx`` (long), and the lists with ``free``
+        (items the user never interacted with) and ``target`` (negatives drawn: min(num_negatives,
+        free)). Both are cached; unpersist the second when done.
 
     Notes
     -----
@@ -113,7 +115,7 @@ def sample_negatives(lists: DataFrame, interacted: DataFrame, num_items: int, nu
     seen = interacted.groupBy(USER_IDX).agg(F.count(F.lit(1)).alias("_seen"))
     targets = (lists.select(USER_IDX, LIST_ID).join(seen, USER_IDX, "left")
                .withColumn(TARGET, F.least(F.lit(num_negatives), F.lit(num_items) - F.coalesce("_seen", F.lit(0))))
-               .withColumn("_free", F.lit(num_items) - F.coalesce("_seen", F.lit(0)))
+               .withColumn(FREE, F.lit(num_items) - F.coalesce("_seen", F.lit(0)))
                .drop("_seen").cache())
     chosen = lists.sparkSession.createDataFrame([], f"{USER_IDX} long, {LIST_ID} long, {ITEM_IDX} long")
     for round_no in range(MAX_ROUNDS):
@@ -122,10 +124,14 @@ def sample_negatives(lists: DataFrame, interacted: DataFrame, num_items: int, nu
                  .withColumn("_need", F.col(TARGET) - F.coalesce("_have", F.lit(0)))
                  .where(F.col("_need") > 0))
         if short.isEmpty():
-            return chosen, targets.drop("_free")
-        # Draw need / acceptance rate, with 10% + 4 slack so most lists fill in this round.
-        accept = (F.col("_free") - F.coalesce("_have", F.lit(0))) / F.lit(float(num_items))
-        draws = F.ceil(F.col("_need") / accept * 1.1).cast("int") + 4
+            return chosen, targets
+        # Expected uniform draws to hit `need` distinct items among the `left` still free is
+        # num_items * (H(left) - H(left - need)) ~ num_items * ln((left + .5) / (left - need + .5))
+        # (coupon collector); 20% + 4 slack fills most lists in this round, even a user who must
+        # take every item it has left.
+        left = F.col(FREE) - F.coalesce("_have", F.lit(0))
+        expected = F.lit(float(num_items)) * F.log((left + 0.5) / (left - F.col("_need") + 0.5))
+        draws = F.ceil(expected * 1.2).cast("int") + 4
         drawn = (short.select(USER_IDX, LIST_ID, "_need", F.explode(F.sequence(F.lit(0), draws - 1)).alias("_draw"))
                  .withColumn(ITEM_IDX, F.pmod(F.xxhash64(F.lit(seed), F.lit(round_no), USER_IDX, LIST_ID, "_draw"),
                                               F.lit(num_items)))

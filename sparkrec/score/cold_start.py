@@ -5,9 +5,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkrec.columns import COUNT, ITEM_IDX
-
-RANK = "rank"
-SCORE = "score"
+from sparkrec.score.columns import RANK, SCORE
 
 
 def popular_items(train: DataFrame, k: int, item_col: str = ITEM_IDX) -> DataFrame:

@@ -16,7 +16,6 @@ from sparkrec import lake
 from sparkrec.errors import SparkrecError
 
 POINTER = "_manifest.json"
-BUCKET = "bucket"
 
 
 def scores_root(lake_uri: str, name: str) -> str:
@@ -70,12 +69,16 @@ def publish_table(df: DataFrame, root: str, manifest: dict, expected_rows: int, 
     writer = df.write.mode("errorifexists").format("parquet")
     if partition_by:
         writer = writer.partitionBy(partition_by)
-    writer.save(version)
-    rows = df.sparkSession.read.parquet(version).count()
-    if rows != expected_rows:
-        raise SparkrecError(f"wrote {rows} rows to {version} but expected {expected_rows}; the previous "
-                            f"table at {root} stays published")
-    full = {**manifest, "rows": rows, "created_at": datetime.now(timezone.utc).isoformat()}
+    try:
+        writer.save(version)
+        rows = df.sparkSession.read.parquet(version).count()
+        if rows != expected_rows:
+            raise SparkrecError(f"wrote {rows} rows to {version} but expected {expected_rows}; the previous "
+                                f"table at {root} stays published")
+    except BaseException:
+        lake.remove(version)  # never published: nothing may read it, so do not keep it around
+        raise
+    full = {**manifest, "rows": rows, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     lake.publish(root, version, full, pointer=POINTER, keep=keep)
     return {**full, "version": version}
 

@@ -18,6 +18,7 @@ Why the care:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -31,6 +32,11 @@ from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
 from sparkrec.errors import SparkrecError
 
 COLUMNS = (USER_IDX, ITEM_IDX, LABEL)
+
+# petastorm 0.13.1 (pinned) drives pyarrow's legacy dataset API, and hands torch read-only Arrow
+# buffers that are never written to: both warn on every reader, and both are noise here.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", module=r"petastorm\.")
 
 
 class RaceFreeThreadPool(ThreadPool):

@@ -1,0 +1,127 @@
+"""Prepare throughput against the I/O floor: a plain Spark read -> write of the same rows.
+
+Generates a dirty synthetic log once (kept under bench/out/, reused while its size matches), then
+alternates, in one Spark session, (a) reading the log and writing it back as Parquet and (b) the
+full prepare job on it. Prints medians of rows/s for each, their ratio (target >= 0.5) and peak
+memory of the driver: the Python process, and the JVM (which in local mode also runs the
+executors, so its peak is an upper bound of the driver's).
+
+    flock /tmp/sparkrec-tests.lock .venv/bin/python bench/prepare_bench.py                 # 10M rows, 1M users
+    flock /tmp/sparkrec-tests.lock .venv/bin/python bench/prepare_bench.py --rows 1000000 --users 100000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+from sparkrec import lake  # noqa: E402
+from sparkrec.config import load_config  # noqa: E402
+from sparkrec.data.prepare import run_prepare  # noqa: E402
+from sparkrec.data.synthetic import generate_interactions, write_synthetic  # noqa: E402
+from sparkrec.session import get_spark  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out" / "prepare"
+
+
+class PeakMemory:
+    """Samples resident memory of this process and of its child JVM, and the JVM's used heap."""
+
+    def __init__(self, spark, every_s: float = 0.2):
+        self.runtime = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
+        self.every_s = every_s
+        self.peak = {"python_rss": 0, "jvm_rss": 0, "jvm_heap_used": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            jvm = sum(c.memory_info().rss for c in me.children(recursive=True) if "java" in c.name())
+            heap = self.runtime.totalMemory() - self.runtime.freeMemory()
+            for key, value in (("python_rss", me.memory_info().rss), ("jvm_rss", jvm), ("jvm_heap_used", heap)):
+                self.peak[key] = max(self.peak[key], value)
+            self._stop.wait(self.every_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--dirt", type=float, default=0.02)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--driver-memory", default="6g")
+    parser.add_argument("--shuffle-partitions", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    raw, lake_dir, floor_out = OUT / "raw", OUT / "lake", OUT / "floor"
+    cfg = load_config(None, [
+        f"lake={lake_dir}", f"input.path={raw}", "input.format=parquet",
+        f"generate.num_rows={args.rows}", f"generate.num_users={args.users}", f"generate.num_items={args.items}",
+        f"generate.dirt_rate={args.dirt}", "generate.partitions=16",
+        f"spark.driver_memory={args.driver_memory}", f"spark.shuffle_partitions={args.shuffle_partitions}",
+        "spark.log_level=ERROR", "prepare.split.kind=leave_last_out", "prepare.num_files=8",
+    ])
+    spark = get_spark(cfg.spark)
+
+    truth_file = raw / "_truth.json"
+    wanted = {"rows": args.rows, "users": args.users, "items": args.items, "dirt": args.dirt}
+    if not truth_file.exists() or json.loads(truth_file.read_text()).get("bench") != wanted:
+        t0 = time.perf_counter()
+        truth = write_synthetic(generate_interactions(spark, cfg.generate, cfg.input.columns), str(raw), "parquet")
+        lake.write_json_atomic(lake.normalize_uri(str(truth_file)), {**truth, "bench": wanted})
+        print(f"generated {truth['rows']:,} rows in {time.perf_counter() - t0:.0f}s")
+    truth = json.loads(truth_file.read_text())
+    rows = truth["rows"]
+
+    floor_s, prepare_s = [], []
+    with PeakMemory(spark) as memory:
+        for i in range(args.repeats):
+            t0 = time.perf_counter()
+            spark.read.parquet(str(raw)).write.mode("overwrite").parquet(str(floor_out))
+            floor_s.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            manifest = run_prepare(spark, cfg)
+            prepare_s.append(time.perf_counter() - t0)
+            print(f"repeat {i}: read->write {floor_s[-1]:.1f}s, prepare {prepare_s[-1]:.1f}s", flush=True)
+
+    c = manifest["counts"]
+    floor_rate, prepare_rate = rows / statistics.median(floor_s), rows / statistics.median(prepare_s)
+    gib = 1024 ** 3
+    print(json.dumps({
+        "rows": rows, "users": manifest["num_users"], "items": manifest["num_items"],
+        "kept": c["kept"], "quarantined": sum(c["quarantined_by_reason"].values()), "duplicates": c["duplicates"],
+        "cores": os.cpu_count(), "driver_memory": args.driver_memory, "repeats": args.repeats,
+        "floor_s": [round(s, 1) for s in floor_s], "prepare_s": [round(s, 1) for s in prepare_s],
+    }, indent=2))
+    print(f"I/O floor (read -> write): {floor_rate:,.0f} rows/s (median)")
+    print(f"prepare:                   {prepare_rate:,.0f} rows/s (median)")
+    print(f"ratio prepare / floor:     {prepare_rate / floor_rate:.2f} (target >= 0.5)")
+    print(f"peak driver python RSS:    {memory.peak['python_rss'] / gib:.2f} GiB")
+    print(f"peak JVM heap used:        {memory.peak['jvm_heap_used'] / gib:.2f} GiB "
+          f"(JVM RSS {memory.peak['jvm_rss'] / gib:.2f} GiB; driver + local executors)")
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The evaluate job: the model (or a top-K table) and the baselines, same split, same protocols.
+
+Run order: resolve the prepared data -> load what is evaluated (checks it was built from this
+data) -> test positives, known items, sampled negatives -> fit the baselines on train -> per
+recommender: RMSE/MAE, sampled ranking, full ranking -> write ``metrics.json`` and
+``report.html`` to a new version of ``<lake>/reports/<name>/`` -> switch the pointer.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkrec import lake
+from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
+from sparkrec.config import Config, dump_config
+from sparkrec.data.prepare import load_manifest
+from sparkrec.errors import SparkrecError
+from sparkrec.evaluate.baselines import GlobalMean, MllibAls, Popularity, Recommender, UserItemBias
+from sparkrec.evaluate.candidates import (
+    full_ranking_lists, interactions, relevant_test_pairs, sample_negatives, sampled_lists,
+)
+from sparkrec.evaluate.ranking_metrics import (
+    LIST_ID, RANK, catalog_coverage, mean_over_users, per_list_metrics, rank_by_score,
+)
+from sparkrec.evaluate.rating_metrics import rating_metrics
+from sparkrec.evaluate.report import render_report
+from sparkrec.evaluate.subjects import TopKTable, TrainedModel
+from sparkrec.score.model_ref import read_meta
+
+SPLITS = ("train", "validation", "test")
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+# Meaningless on implicit data (every label is 1): a rating model has nothing to fit.
+RATING_BASELINES = ("global_mean", "bias", "als_explicit")
+
+DEFINITIONS = [
+    "Metrics are computed per list, averaged over each user's lists, then over users; users without a "
+    "relevant test item are left out (counted under counts).",
+    "hr@K: 1 if a relevant item is in the top K. precision@K: hits@K / K (K even when the list is shorter). "
+    "recall@K: hits@K / relevant items.",
+    "ndcg@K: binary gain, DCG = sum 1/log2(rank+1) over relevant ranks <= K, divided by the ideal DCG of "
+    "min(K, relevant) items. map@K: sum of precision@rank at relevant ranks <= K, / min(K, relevant).",
+    "mrr: 1 / rank of the first relevant item (0 if none in the list; full ranking lists stop at max K, "
+    "so there it is MRR@maxK). coverage@K: distinct items in any top K / catalog size.",
+    "Ties in score are broken by a seeded hash of (user, item), blind to the label (the model's full "
+    "ranking uses the score engine's order). RMSE/MAE: over every test row with a rating.",
+]
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """The shared inputs every recommender is judged on (built once, cached)."""
+
+    test: DataFrame
+    positives: DataFrame        # user_idx, item_idx: relevant test pairs
+    known: DataFrame            # user_idx, item_idx: excluded from full ranking
+    full_lists: DataFrame       # user_idx, list_id, num_relevant
+    sampled: DataFrame          # user_idx, list_id, num_relevant (one list per positive)
+    candidates: DataFrame       # user_idx, list_id, item_idx: positive + negatives of each list
+    num_items: int
+    ks: list[int]
+    seed: int
+
+
+def _read_splits(spark: SparkSession, prepared: dict) -> dict[str, DataFrame]:
+    return {name: spark.read.parquet(info["path"]) for name, info in prepared["splits"].items()
+            if name in SPLITS and info.get("rows", 0) > 0}
+
+
+def _pairs_of(splits: dict[str, DataFrame], names) -> DataFrame:
+    chosen = [splits[n] for n in names if n in splits]
+    if not chosen:
+        return next(iter(splits.values())).select(USER_IDX, ITEM_IDX).limit(0)
+    return interactions(*chosen)
+
+
+def fit_baselines(train: DataFrame, cfg: Config, prepared: dict) -> tuple[list[Recommender], list[str]]:
+    """The configured baselines fitted on ``train``, and notes on those skipped."""
+    e, implicit = cfg.evaluate, prepared["implicit"]
+    fitted, skipped = [], []
+    for name in e.baselines:
+        if implicit and name in RATING_BASELINES:
+            skipped.append(f"{name}: skipped on implicit data (every label is 1, nothing to predict)")
+            continue
+        if name == "global_mean":
+            fitted.append(GlobalMean.fit(train))
+        elif name == "bias":
+            fitted.append(UserItemBias.fit(train, e.bias_reg, tuple(prepared["rating_range"]), cfg.seed))
+        elif name == "popularity":
+            fitted.append(Popularity.fit(train, cfg.seed))
+        else:
+            fitted.append(MllibAls.fit(train, name == "als_implicit", e.als_rank, e.als_reg, e.als_alpha,
+                                       e.als_max_iter, e.als_blocks, cfg.seed))
+    return fitted, skipped
+
+
+def evaluate_recommender(rec: Recommender, data: EvalData, implicit: bool) -> dict:
+    """Every protocol that applies to ``rec``.
+
+    Returns
+    -------
+    dict
+        ``rating`` (``rmse``, ``mae``, ``rows``) or None, ``sampled`` and ``full`` (metric -> value,
+        ``users``, ``lists``; full adds ``coverage@K``) or None, ``seconds``.
+    """
+    started = time.perf_counter()
+    out: dict = {"rating": None, "sampled": None, "full": None}
+    if rec.predicts_ratings and not implicit:
+        out["rating"] = rating_metrics(rec.rating_predictions(data.test.select(USER_IDX, ITEM_IDX, LABEL)))
+    if rec.ranks and rec.scores_pairs:
+        ranked = rank_by_score(rec.score_pairs(data.candidates), data.seed)
+        hits = ranked.where(F.col(ITEM_IDX) == F.col(LIST_ID)).select(USER_IDX, LIST_ID, RANK)
+        out["sampled"] = mean_over_users(per_list_metrics(data.sampled, hits, data.ks), data.ks)
+    if rec.ranks:
+        top = rec.top_k(data.full_lists.select(USER_IDX), max(data.ks), data.known).cache()
+        hits = top.join(data.positives, [USER_IDX, ITEM_IDX]).select(USER_IDX, F.lit(0).cast("long").alias(LIST_ID), RANK)
+        out["full"] = {**mean_over_users(per_list_metrics(data.full_lists, hits, data.ks), data.ks),
+                       **catalog_coverage(top, data.ks, data.num_items)}
+        top.unpersist()
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    return out
+
+
+def _counts(test: DataFrame, known: DataFrame, threshold, data: EvalData, targets: DataFrame, num_negatives: int) -> dict:
+    relevant = F.lit(True) if threshold is None else F.col(LABEL) >= threshold
+    flagged = test.join(known.withColumn("_known", F.lit(True)), [USER_IDX, ITEM_IDX], "left")
+    row = flagged.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.when(~relevant, 1).otherwise(0)).alias("below"),
+        F.sum(F.when(relevant & F.col("_known").isNotNull(), 1).otherwise(0)).alias("known"),
+        F.countDistinct(USER_IDX).alias("users")).first()
+    lists = targets.agg(F.count(F.lit(1)).alias("lists"),
+                        F.sum(F.when(F.col("target") < num_negatives, 1).otherwise(0)).alias("short"),
+                        F.sum("target").alias("negatives")).first()
+    evaluated = data.full_lists.count()
+    return {
+        "test_rows": row["rows"],
+        "test_rows_below_relevance_threshold": row["below"] or 0,
+        "test_rows_already_known": row["known"] or 0,
+        "relevant_test_pairs": data.positives.count(),
+        "test_users": row["users"],
+        "users_evaluated": evaluated,
+        "test_users_without_relevant_items": row["users"] - evaluated,
+        "sampled_lists": lists["lists"],
+        "sampled_lists_short": lists["short"] or 0,
+        "sampled_negatives": lists["negatives"] or 0,
+    }
+
+
+def _history(subject) -> list:
+    if isinstance(subject, TrainedModel):
+        return subject.meta.get("history") or []
+    try:
+        return read_meta(subject.manifest["model_version"]).get("history") or []
+    except (SparkrecError, KeyError, TypeError):  # the model version was pruned since scoring
+        return []
+
+
+def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
+    """Evaluate ``models/<name>`` (or ``scores/<name>`` with ``evaluate.source=scores``) against
+    the baselines and publish ``<lake>/reports/<name>/``.
+
+    Returns
+    -------
+    dict
+        The published ``metrics.json``: ``name``, ``created_at``, ``subject`` (what was evaluated),
+        ``data`` (prepared version, data hash, implicit, sizes), ``k``, ``protocols`` {``full``,
+        ``sampled``: description and settings}, ``counts``, ``results`` {recommender: ``role``
+        (model | scores | baseline), ``rating``, ``sampled``, ``full``, ``seconds``, ``notes``},
+        ``skipped_baselines``, ``definitions``, ``config``, ``report`` (URI of report.html) and
+        ``version`` (the report's folder URI).
+
+    Raises
+    ------
+    SparkrecError
+        Nothing prepared, no test rows, nothing published under the name, or a model/table built
+        from other prepared data.
+    """
+    e = cfg.evaluate
+    lake_uri = lake.normalize_uri(cfg.lake)
+    prepared = load_manifest(lake_uri)
+    splits = _read_splits(spark, prepared)
+    if "test" not in splits or "train" not in splits:
+        raise SparkrecError(f"prepared data {prepared['version']} has no train or no test rows "
+                            f"(splits: { {n: s.get('rows') for n, s in prepared['splits'].items()} }); "
+                            f"set prepare.split so that both are non-empty and re-run jobs/prepare_data.py")
+    train, test = splits["train"], splits["test"]
+    implicit, num_items, ks = prepared["implicit"], prepared["num_items"], sorted(set(e.k))
+    if e.source == "scores":
+        subject = TopKTable.load(spark, lake_uri, cfg.name, prepared)
+        exclude_splits = list(subject.manifest.get("exclude_splits") or [])
+    else:
+        subject = TrainedModel.load(spark, lake_uri, cfg.name, prepared, train)
+        exclude_splits = list(e.exclude_splits)
+
+    # -- what every recommender is judged on ---------------------------------------------------
+    known = _pairs_of(splits, exclude_splits).cache()
+    threshold = None if implicit else e.relevance_threshold
+    positives = relevant_test_pairs(test, known, threshold).cache()
+    sampled = sampled_lists(positives)
+    negatives, targets = sample_negatives(sampled, _pairs_of(splits, SPLITS), num_items, e.num_negatives, cfg.seed)
+    data = EvalData(
+        test=test, positives=positives, known=known, full_lists=full_ranking_lists(positives).cache(),
+        sampled=sampled.drop(ITEM_IDX).cache(),
+        candidates=sampled.select(USER_IDX, LIST_ID, ITEM_IDX).unionByName(negatives).cache(),
+        num_items=num_items, ks=ks, seed=cfg.seed)
+    counts = _counts(test, known, threshold, data, targets, e.num_negatives)
+
+    # -- the subject, then the baselines -------------------------------------------------------
+    results = {}
+    role = "scores" if e.source == "scores" else "model"
+    results[subject.name] = {"role": role, **evaluate_recommender(subject, data, implicit), "notes": []}
+    if isinstance(subject, TopKTable) and subject.depth < max(ks):
+        results[subject.name]["notes"].append(
+            f"{subject.name}: the table holds {subject.depth} items per user, so metrics at K > {subject.depth} "
+            f"see at most {subject.depth} (precision@K still divides by K)")
+    baselines, skipped = fit_baselines(train, cfg, prepared)
+    for rec in baselines:
+        name = rec.name if rec.name not in results else f"{rec.name} (baseline)"
+        results[name] = {"role": "baseline", **evaluate_recommender(rec, data, implicit), "notes": []}
+
+    # -- publish -------------------------------------------------------------------------------
+    root = lake.join(lake_uri, "reports", cfg.name)
+    version = lake.new_version(root)
+    metrics = {
+        "name": cfg.name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "subject": subject.describe(),
+        "data": {"prepared_version": prepared["version"], "data_hash": prepared["data_hash"], "implicit": implicit,
+                 "num_users": prepared["num_users"], "num_items": num_items,
+                 "relevance_threshold": threshold},
+        "k": ks,
+        "protocols": {
+            "full": {"description": f"Each user with a relevant test item ranks every item with training "
+                                    f"interactions except its {'+'.join(exclude_splits) or 'no'} interactions; "
+                                    f"lists cut at {max(ks)}.",
+                     "exclude_splits": exclude_splits, "depth": max(ks)},
+            "sampled": {"description": f"Each relevant test item is ranked among {e.num_negatives} items drawn "
+                                       f"uniformly (seed {cfg.seed}) from those the user never interacted with in "
+                                       f"any split; distinct within a list (NCF protocol).",
+                        "num_negatives": e.num_negatives, "seed": cfg.seed},
+        },
+        "counts": counts,
+        "results": results,
+        "skipped_baselines": skipped,
+        "definitions": DEFINITIONS,
+        "config": dump_config(cfg),
+        "report": lake.join(version, REPORT_FILE),
+    }
+    lake.write_bytes_atomic(lake.join(version, REPORT_FILE), render_report(metrics, _history(subject)).encode("utf-8"))
+    lake.write_json_atomic(lake.join(version, METRICS_FILE), metrics)
+    lake.publish(root, version, metrics, pointer=METRICS_FILE)
+    for df in (known, positives, data.full_lists, data.sampled, data.candidates, targets):
+        df.unpersist()
+    return {**metrics, "version": version}

@@ -1,0 +1,137 @@
+"""The score job: publish per-user top-K recommendations (or pair scores) to the lake.
+
+Run order: resolve the prepared data and pin the model version -> check they belong together ->
+read vocabularies and the train split -> top-K (or pairs) -> write a new version -> check the row
+count -> switch the ``_manifest.json`` pointer (see ``sparkrec.score.publish``).
+"""
+from __future__ import annotations
+
+from functools import reduce
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkrec import lake
+from sparkrec.columns import INDEX, ITEM_ID, ITEM_IDX, ORIGINAL_ID, REASON, USER_ID, USER_IDX
+from sparkrec.config import Config, dump_config
+from sparkrec.data.prepare import load_manifest
+from sparkrec.errors import SparkrecError
+from sparkrec.score.columns import BUCKET, PREDICTION, RANK, SCORE
+from sparkrec.score.model_ref import read_meta, resolve_model
+from sparkrec.score.pairs import index_pairs, score_pairs
+from sparkrec.score.publish import publish_table, scores_root
+from sparkrec.score.recommend import recommend
+
+PAIRS_SUFFIX = "-pairs"
+
+
+def _check_model_fits_data(meta: dict, prepared: dict, name: str) -> None:
+    if meta["data_hash"] != prepared["data_hash"]:
+        raise SparkrecError(
+            f"model {name!r} ({meta['version']}) was trained on prepared data {meta['data_hash']}, but the published "
+            f"prepared data is {prepared['data_hash']}: its indices may name other users and items; retrain "
+            f"(jobs/train_ncf.py) before scoring")
+
+
+def _read_parquet(spark: SparkSession, path: str, needed: tuple[str, ...], key: str) -> DataFrame:
+    uri = lake.normalize_uri(path)
+    if not lake.exists(uri):
+        raise SparkrecError(f"{key}={path} does not exist; point it at a Parquet file or folder")
+    df = spark.read.parquet(uri)
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise SparkrecError(f"{key}={path} lacks column(s) {missing} (found {df.columns}); they hold original IDs")
+    return df
+
+
+def _vocab(spark: SparkSession, path: str, id_col: str, idx_col: str) -> DataFrame:
+    return spark.read.parquet(path).select(F.col(ORIGINAL_ID).alias(id_col), F.col(INDEX).alias(idx_col))
+
+
+def _base_manifest(cfg: Config, meta: dict, prepared: dict, mode: str) -> dict:
+    return {"mode": mode, "model": cfg.name, "model_version": meta["version"], "data_hash": prepared["data_hash"],
+            "prepared_version": prepared["version"], "config": dump_config(cfg)}
+
+
+def score_top_k(spark: SparkSession, cfg: Config, model: str, meta: dict, prepared: dict) -> dict:
+    """Publish ``<lake>/scores/<name>/``: every requested user's top-K (see ``recommend``)."""
+    s = cfg.score
+    users = _vocab(spark, prepared["paths"]["user_vocab"], USER_ID, USER_IDX)
+    if s.users is None:
+        requested, skipped = users, 0
+    else:
+        listed = _read_parquet(spark, s.users, (USER_ID,), "score.users").select(F.col(USER_ID).cast("string"))
+        skipped = listed.filter(F.col(USER_ID).isNull()).count()
+        requested = listed.dropna().distinct().join(users, USER_ID, "left")
+    train = spark.read.parquet(prepared["splits"]["train"]["path"])
+    splits = [spark.read.parquet(prepared["splits"][name]["path"]).select(USER_IDX, ITEM_IDX)
+              for name in s.exclude_splits]
+    exclude = reduce(DataFrame.unionByName, splits) if splits else None
+    recs = recommend(spark, model, requested, _vocab(spark, prepared["paths"]["item_vocab"], ITEM_ID, ITEM_IDX),
+                     train, exclude, s.k, only_trained_items=s.only_trained_items,
+                     num_items=meta["model"]["num_items"], buckets=s.buckets, batch_users=s.batch_users,
+                     chunk_mib=s.chunk_mib, users_per_task=s.users_per_task)
+    manifest = {
+        **_base_manifest(cfg, meta, prepared, "top_k"),
+        "k": s.k, "users": recs.users, "cold_start_users": recs.cold_start_users,
+        "skipped_null_user_ids": skipped, "candidate_items": recs.candidates,
+        "exclude_splits": list(s.exclude_splits),
+        "partitioning": f"{BUCKET} = pmod(xxhash64(cast({USER_ID} as string)), {s.buckets})",
+    }
+    return publish_table(recs.table, scores_root(lake.normalize_uri(cfg.lake), cfg.name), manifest,
+                         recs.expected_rows, partition_by=BUCKET, sort_by=(USER_ID, RANK), keep=s.keep_versions)
+
+
+def score_pair_file(spark: SparkSession, cfg: Config, model: str, meta: dict, prepared: dict) -> dict:
+    """Publish ``<lake>/scores/<name>-pairs/``: a score for every row of ``score.pairs``."""
+    pairs = _read_parquet(spark, cfg.score.pairs, (USER_ID, ITEM_ID), "score.pairs")
+    reserved = [c for c in (USER_IDX, ITEM_IDX, SCORE, PREDICTION, REASON) if c in pairs.columns]
+    if reserved:
+        raise SparkrecError(f"score.pairs={cfg.score.pairs} has column(s) {reserved}, which the output adds; "
+                            f"rename or drop them")
+    paths = prepared["paths"]
+    train = spark.read.parquet(prepared["splits"]["train"]["path"])
+    indexed = index_pairs(pairs, spark.read.parquet(paths["user_vocab"]), spark.read.parquet(paths["item_vocab"]),
+                          train)
+    by_reason = {r: n for r, n in indexed.groupBy(REASON).count().collect()}
+    manifest = {**_base_manifest(cfg, meta, prepared, "pairs"), "pairs_path": lake.normalize_uri(cfg.score.pairs),
+                "scored": by_reason.pop(None, 0), "unscored_by_reason": by_reason}
+    root = scores_root(lake.normalize_uri(cfg.lake), cfg.name + PAIRS_SUFFIX)
+    return publish_table(score_pairs(spark, model, indexed), root, manifest, manifest["scored"] + sum(by_reason.values()),
+                         keep=cfg.score.keep_versions)
+
+
+def run_score(spark: SparkSession, cfg: Config) -> dict:
+    """Score with the published model ``cfg.name`` and publish the result.
+
+    Top-K mode writes ``<lake>/scores/<name>/`` (Parquet partitioned by ``bucket``): ``user_id``
+    string, ``item_id`` string (original IDs), ``score`` float (raw model score; for
+    ``cold_start`` rows the item's training interactions), ``rank`` int (1..K), ``cold_start``
+    boolean, ``bucket`` int. Pairs mode (``score.pairs``) writes ``<lake>/scores/<name>-pairs/``:
+    the pairs file's columns plus ``score`` float, ``prediction`` float (null when unscorable)
+    and ``reason`` string (null when scored, else why not; see ``sparkrec.score.pairs``).
+
+    Returns
+    -------
+    dict
+        The published manifest: ``mode``, ``model``, ``model_version``, ``data_hash``,
+        ``prepared_version``, ``config``, ``rows``, ``created_at``, ``version`` (folder URI), and
+        for top-K ``k``, ``users``, ``cold_start_users``, ``skipped_null_user_ids``,
+        ``candidate_items``, ``exclude_splits``, ``partitioning``; for pairs ``pairs_path``,
+        ``scored``, ``unscored_by_reason``.
+
+    Raises
+    ------
+    SparkrecError
+        Nothing prepared or no model published, a model trained on other prepared data, a
+        missing or malformed ``score.users`` / ``score.pairs`` file, or a row count that does not
+        reconcile (the previous table then stays published).
+    """
+    lake_uri = lake.normalize_uri(cfg.lake)
+    prepared = load_manifest(lake_uri)
+    model = resolve_model(lake_uri, cfg.name)
+    meta = read_meta(model)
+    _check_model_fits_data(meta, prepared, cfg.name)
+    if cfg.score.pairs:
+        return score_pair_file(spark, cfg, model, meta, prepared)
+    return score_top_k(spark, cfg, model, meta, prepared)

@@ -1,0 +1,179 @@
+"""Start the training loop with the configured launcher (`train.backend`).
+
+- ``local``: the loop runs in this process (one worker).
+- ``horovod``: ``horovod.spark.run`` starts ``train.num_workers`` processes, one per Spark task,
+  joined by Gloo.
+- ``torch``: ``pyspark.ml.torch.distributor.TorchDistributor`` runs the loop under torchrun in a
+  barrier stage of ``train.num_workers`` tasks (DDP; gloo on CPU, nccl on GPU).
+
+Workers receive plain values (the resolved config as a dict and the manifest), never the session.
+A failed or killed worker fails the run with the worker's reason. Spark does not retry either
+launcher's stage (a barrier ResultStage cannot be recovered; Horovod's job is cancelled as a
+whole), so ``train.max_restarts`` relaunches all workers here; they resume from this run's last
+checkpoint (older runs' checkpoints were cleared before the first attempt unless resuming).
+"""
+from __future__ import annotations
+
+import re
+import sys
+from collections import deque
+from contextlib import redirect_stderr
+
+from pyspark.sql import SparkSession
+
+from sparkrec.config import Config, dump_config
+from sparkrec.data.prepare import load_manifest
+from sparkrec.errors import SparkrecError
+from sparkrec.train.checkpoint import checkpoint_dir, clear_checkpoints
+from sparkrec.train.loop import is_implicit, train
+from sparkrec.train.validation import metric_name
+
+HOROVOD_START_TIMEOUT_S = 120
+
+
+def worker_main(config: dict, manifest: dict) -> dict:
+    """Entry point of every worker process: rebuild the config, run the loop."""
+    return train(Config.model_validate(config), manifest)
+
+
+def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> None:
+    """Refuse settings that cannot work before any worker starts.
+
+    Raises
+    ------
+    SparkrecError
+        With the offending keys, the values seen and the fix.
+    """
+    t = cfg.train
+    if bool(t.pretrained_gmf) != bool(t.pretrained_mlp):
+        raise SparkrecError(f"train.pretrained_gmf={t.pretrained_gmf!r} and train.pretrained_mlp="
+                            f"{t.pretrained_mlp!r}: set both (NeuMF pretraining needs a GMF and an MLP model) or neither")
+    if t.pretrained_gmf and t.model != "neumf":
+        raise SparkrecError(f"train.pretrained_gmf/mlp initialise a neumf model, but train.model={t.model}")
+    if t.objective == "explicit" and manifest["implicit"]:
+        raise SparkrecError("train.objective=explicit, but the prepared data is implicit (every label is 1.0); "
+                            "prepare a log with ratings or use train.objective=implicit")
+    try:
+        metric_name(t.validation_metric, is_implicit(cfg, manifest))
+    except ValueError as e:
+        raise SparkrecError(str(e)) from None
+    if t.backend == "local" and t.num_workers != 1:
+        raise SparkrecError(f"train.backend=local runs one process, but train.num_workers={t.num_workers}; "
+                            f"use train.backend=horovod or torch for more workers")
+    if t.backend != "local" and spark is not None:
+        slots = spark.sparkContext.defaultParallelism
+        if t.num_workers > slots:
+            raise SparkrecError(f"train.num_workers={t.num_workers} needs as many Spark task slots, the session has "
+                                f"{slots} (spark.master={spark.sparkContext.master}); lower train.num_workers "
+                                f"or give Spark more cores")
+
+
+def run_training(spark: SparkSession | None, cfg: Config) -> dict:
+    """Train ``cfg.train.model`` on the published prepared data and publish ``models/<name>``.
+
+    Returns
+    -------
+    dict
+        The loop's summary (see ``sparkrec.train.loop.train``): history, best epoch, per-rank
+        weight digests and the published model record.
+
+    Raises
+    ------
+    SparkrecError
+        Bad settings, missing prepared data, unusable checkpoint, or a failed worker (with the
+        launcher's message).
+    """
+    manifest = load_manifest(cfg.lake)
+    check_settings(spark, cfg, manifest)
+    if not cfg.train.resume:
+        clear_checkpoints(checkpoint_dir(cfg.lake, cfg.name))
+    failures = 0
+    while True:
+        try:
+            return _launch(spark, cfg, manifest)
+        except SparkrecError as e:
+            failures += 1
+            if failures > cfg.train.max_restarts or cfg.train.backend == "local":
+                raise
+            print(f"[train] workers failed ({e}); relaunching them (restart {failures} of "
+                  f"{cfg.train.max_restarts}), they resume from the last checkpoint", file=sys.stderr, flush=True)
+
+
+def _launch(spark: SparkSession | None, cfg: Config, manifest: dict) -> dict:
+    """Run the loop on the configured launcher once; a failed worker becomes a SparkrecError."""
+    args = (dump_config(cfg), manifest)
+    t = cfg.train
+    if t.backend == "local":
+        return worker_main(*args)
+    if spark is None:
+        raise SparkrecError(f"train.backend={t.backend} launches workers through Spark; pass a SparkSession")
+    # Keep the tail of the workers' output to name a failure: Horovod reports only exit codes and
+    # TorchDistributor only "View stdout logs"; both stream the workers' stderr to ours.
+    output = OutputTail(sys.stderr)
+    if t.backend == "horovod":
+        import horovod.spark
+
+        try:
+            results = horovod.spark.run(worker_main, args=args, num_proc=t.num_workers, use_gloo=True,
+                                        start_timeout=HOROVOD_START_TIMEOUT_S, verbose=0, stderr=output)
+        except Exception as e:
+            raise SparkrecError(f"horovod training failed: {worker_error(output.text(), e)}") from e
+        return results[0]
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    use_gpu = spark.conf.get("spark.task.resource.gpu.amount", None) is not None
+    try:
+        with redirect_stderr(output):
+            return TorchDistributor(num_processes=t.num_workers, local_mode=False,
+                                    use_gpu=use_gpu).run(worker_main, *args)
+    except Exception as e:
+        raise SparkrecError(f"torch (DDP) training failed: {worker_error(output.text(), e)}") from e
+
+
+class OutputTail:
+    """A text stream that forwards to ``target`` and keeps the last lines, to name a failed
+    worker's own error (Horovod itself reports only an exit code)."""
+
+    def __init__(self, target, lines: int = 200):
+        self.target, self.lines = target, deque(maxlen=lines)
+
+    def write(self, s: str) -> int:
+        self.lines.extend(s.splitlines())
+        return self.target.write(s)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+_ERROR_LINE = re.compile(r"^(?:\[\w+\](?:<std(?:err|out)>)?:)?\s*((?:[\w.]+\.)?(\w+(?:Error|Exception)): .*)$")
+_WRAPPERS = ("PythonException", "Py4JJavaError", "SparkException", "ChildFailedError", "HorovodInternalError")
+_EXITS = (re.compile(r"Process name: (?P<who>\S+)\s+Exit code: (?P<code>-?\d+)"),     # horovod.spark.run
+          re.compile(r"exitcode\s*:\s*(?P<code>-?\d+) \(pid: (?P<who>\d+)\)"))        # torchrun
+
+
+def worker_error(output: str, launcher_error: BaseException) -> str:
+    """One line on why the workers failed, from their output and the launcher's error.
+
+    A ``SparkrecError`` raised by a worker is the reason as it stands. Otherwise: which worker
+    process died and how (exit code, or the signal that killed it), then the first exception the
+    workers printed (later ones are usually the other ranks losing their peer).
+    """
+    text = f"{output}\n{launcher_error}"
+    lines = [m.group(1) for m in map(_ERROR_LINE.match, text.splitlines())
+             if m and m.group(2) not in _WRAPPERS and "TorchDistributor failed" not in m.group(1)]
+    ours = [line for line in lines if "SparkrecError: " in line]
+    if ours:
+        return ours[-1].split("SparkrecError: ", 1)[1]
+    parts = []
+    for pattern in _EXITS:
+        m = pattern.search(text)
+        if m:
+            code = int(m.group("code"))
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            parts.append(f"worker process {m.group('who')} {how}")
+    if lines:
+        parts.append(f"first worker error: {lines[0][:300]}")
+    return "; ".join(parts) or f"{launcher_error.__class__.__name__}: {str(launcher_error)[:300]}"

@@ -1,0 +1,229 @@
+"""The training loop every rank runs: one local process, or one per Spark task.
+
+Reads top to bottom in run order: distributed setup, data plan, model (scratch, pretrained or
+resumed), optimizers, wrapping, then per epoch: train, reconcile rows read, validate, checkpoint,
+early stop; finally rank 0 publishes the best epoch's weights. It never asks which launcher
+started it; ``sparkrec.train.distributed`` hides that.
+
+Determinism: every random stream of an epoch (row order, shuffle buffer, dropout, negatives) is
+seeded from (seed, epoch, rank), and the learning rate is a pure function of the epoch, so a run
+resumed from the checkpoint of epoch e repeats the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
+from sparkrec.config import Config, dump_config
+from sparkrec.errors import SparkrecError
+from sparkrec.models.ncf import NCF, NCFConfig, neumf_from_pretrained
+from sparkrec.train import distributed as dist
+from sparkrec.train.artifact import load_model, save_model
+from sparkrec.train.checkpoint import (
+    checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, save_checkpoint,
+)
+from sparkrec.train.feed import ShardReader, check_rows_read, epoch_seed, plan_shards
+from sparkrec.train.optim import lr_factor, make_optimizers, set_lr
+from sparkrec.train.progress import Progress
+from sparkrec.train.validation import is_better, metric_name, validate
+
+VAL_BATCH = 1024  # validation positives per step (x 100 candidates when implicit)
+SEED_READER, SEED_TORCH, SEED_NEGATIVES, SEED_VALIDATION = range(4)
+
+
+def is_implicit(cfg: Config, manifest: dict) -> bool:
+    return manifest["implicit"] if cfg.train.objective == "auto" else cfg.train.objective == "implicit"
+
+
+def model_config(cfg: Config, manifest: dict) -> NCFConfig:
+    t = cfg.train
+    lo, hi = manifest["rating_range"]
+    return NCFConfig(kind=t.model, num_users=manifest["num_users"], num_items=manifest["num_items"],
+                     factors=t.factors, mlp_layers=tuple(t.mlp_layers), dropout=t.dropout,
+                     implicit=is_implicit(cfg, manifest), rating_min=float(lo), rating_max=float(hi),
+                     use_bias=t.use_bias)
+
+
+def build_model(cfg: Config, model_cfg: NCFConfig, data_hash: str) -> tuple[NCF, dict | None]:
+    """A fresh model (initialised from ``cfg.seed``), or NeuMF from pretrained GMF and MLP.
+
+    Returns the model and its ``parent`` record (None when trained from scratch).
+    """
+    t = cfg.train
+    torch.manual_seed(cfg.seed)
+    if not t.pretrained_gmf:
+        return NCF(model_cfg), None
+    parts, parent = {}, {}
+    for kind, name in (("gmf", t.pretrained_gmf), ("mlp", t.pretrained_mlp)):
+        parts[kind], meta = load_model(cfg.lake, name)
+        if meta["data_hash"] != data_hash:
+            raise SparkrecError(f"pretrained {kind} model {name!r} was trained on prepared data {meta['data_hash']}, "
+                                f"the current prepared data is {data_hash}; retrain it on the current data")
+        parent[kind] = {"name": name, "version": meta["version"]}
+    try:
+        return neumf_from_pretrained(model_cfg, parts["gmf"], parts["mlp"], t.pretrain_alpha), parent
+    except ValueError as e:
+        raise SparkrecError(f"cannot initialise neumf from {t.pretrained_gmf!r} and {t.pretrained_mlp!r}: {e}") from None
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def train(cfg: Config, manifest: dict) -> dict:
+    """Train on every rank; rank 0 writes checkpoints and publishes the model.
+
+    Returns
+    -------
+    dict
+        The same on every rank: ``history`` (per epoch: ``epoch``, ``lr``, ``train_loss``,
+        ``rows_by_rank``, ``samples_per_s``, ``seconds``, ``val_*`` metrics), ``best_epoch``,
+        ``metric``, ``resumed_from`` (epochs completed before this run, or 0), ``weights_by_rank``
+        (digest of each rank's final weights), ``model`` (published model.json plus ``version``).
+    """
+    t = cfg.train
+    # -- distributed setup ------------------------------------------------------------------
+    dist.init(t.backend)
+    rank, world = dist.rank(), dist.world_size()
+    device = dist.device()
+    torch.set_num_threads(t.threads_per_worker or max(1, (os.cpu_count() or 1) // dist.local_size()))
+    log = Progress(enabled=dist.is_main(), every=t.log_every_steps)
+
+    # -- data: every rank plans every rank's shard from the manifest --------------------------
+    train_plan = plan_shards(manifest, "train", world, t.batch_size)
+    has_validation = manifest["splits"].get("validation", {}).get("rows", 0) > 0
+    val_plan = plan_shards(manifest, "validation", world, VAL_BATCH) if has_validation else None
+
+    # -- model and optimizers: from scratch / pretrained, then the latest checkpoint if any -----
+    model_cfg = model_config(cfg, manifest)
+    implicit = model_cfg.implicit
+    metric = metric_name(t.validation_metric, implicit) if has_validation else None  # None: keep the last epoch
+    model, parent = build_model(cfg, model_cfg, manifest["data_hash"])
+    model.to(device)
+    lr = t.lr * (world if t.scale_lr else 1)
+    optimizers = make_optimizers(model, t, lr)
+    scaler = torch.amp.GradScaler(device.type) if t.amp == "fp16" else None
+    ckpt_dir = checkpoint_dir(cfg.lake, cfg.name)
+    resume_key = {"model": model_cfg.to_dict(), "data_hash": manifest["data_hash"], "optimizer": t.optimizer}
+    state = {"epoch": 0, "history": [], "best_epoch": 0, "best_metric": None, "bad_epochs": 0}
+    latest = latest_checkpoint(ckpt_dir)
+    ckpt = load_checkpoint(latest, resume_key) if latest else None
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        state = {k: ckpt[k] for k in state}
+        log.info(f"resuming from {latest} ({state['epoch']} epochs done)")
+
+    # -- distributed wrapping: identical start on every rank ---------------------------------
+    ddp_model = dist.wrap_model(model)
+    optimizers = [dist.wrap_optimizer(opt, model) for opt in optimizers]
+    if ckpt:  # after wrapping: Horovod's wrapper starts from a fresh optimizer state
+        for opt, saved in zip(optimizers, ckpt["optimizers"]):
+            opt.load_state_dict(saved)
+        if scaler and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+    dist.broadcast_initial_state(model, optimizers)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if t.amp == "bf16" else torch.float16)
+                if t.amp != "off" else nullcontext())
+    rows_per_positive = 1 + t.num_negatives if implicit else 1
+    resumed_from = state["epoch"]
+    log.start(epochs=t.epochs, steps_per_epoch=train_plan.steps, first_epoch=resumed_from)
+
+    # -- epochs ----------------------------------------------------------------------------
+    for epoch in range(state["epoch"], t.epochs):
+        started = time.perf_counter()
+        epoch_lr = lr * lr_factor(t, epoch)
+        set_lr(optimizers, epoch_lr)
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, rank, SEED_TORCH))  # dropout, shuffle buffer
+        negatives = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch, rank, SEED_NEGATIVES))
+        reader = ShardReader(train_plan, rank, seed=epoch_seed(cfg.seed, epoch, rank, SEED_READER),
+                             shuffle_buffer=t.shuffle_buffer, threads=t.reader_threads)
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for step, batch in enumerate(reader):
+            users = batch[USER_IDX].to(device, non_blocking=True)
+            items = batch[ITEM_IDX].to(device, non_blocking=True)
+            labels = batch[LABEL].to(device, non_blocking=True)
+            if implicit:  # every row is a positive; k uniform negatives per positive, fresh each step
+                n, k = users.numel(), t.num_negatives
+                users = torch.cat([users, users.repeat_interleave(k)])
+                items = torch.cat([items, torch.randint(model_cfg.num_items, (n * k,), generator=negatives,
+                                                        device=device)])
+                labels = torch.cat([torch.ones(n, device=device), torch.zeros(n * k, device=device)])
+            with autocast:
+                raw = ddp_model(users, items)
+            raw = raw.float()
+            if implicit:
+                per_row = F.binary_cross_entropy_with_logits(raw, labels, reduction="none")
+            else:
+                per_row = (model.to_score(raw) - labels).pow(2)
+            if t.weight_decay > 0:
+                per_row = per_row + t.weight_decay * model.embedding_sq_norm(users, items)
+            # Gradients are averaged over ranks; weighting by world / (rows of all ranks this step)
+            # makes that the mean over every row of the step, whatever each rank's share.
+            loss = per_row.sum() * (world / (train_plan.step_rows(step) * rows_per_positive))
+            for opt in optimizers:
+                opt.zero_grad()
+            (scaler.scale(loss) if scaler else loss).backward()
+            dist.optimizer_step(optimizers, scaler)
+            loss_sum += per_row.detach().sum().double()
+            log.step(epoch, step, loss_sum, reader.rows_read * rows_per_positive, train_plan.step_rows(step))
+
+        # -- reconcile: every rank must have read exactly its shard ---------------------------
+        rows_by_rank = dist.all_gather_object(reader.rows_read)
+        check_rows_read(train_plan, rows_by_rank, f"epoch {epoch + 1}")
+        train_loss = dist.all_reduce_sum(loss_sum).item() / (train_plan.rows * rows_per_positive)
+        record = {"epoch": epoch + 1, "lr": epoch_lr, "train_loss": train_loss, "rows_by_rank": rows_by_rank,
+                  "samples_per_s": train_plan.rows / (time.perf_counter() - started)}
+        if val_plan:
+            scores = validate(model, val_plan, epoch_seed(cfg.seed, 0, 0, SEED_VALIDATION),
+                              cfg.evaluate.num_negatives, device)
+            record.update({f"val_{k}": v for k, v in scores.items() if k != "rows"})
+        record["seconds"] = time.perf_counter() - started
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+
+        # -- best epoch, early stopping, checkpoint --------------------------------------------
+        if metric is None or is_better(metric, record[f"val_{metric}"], state["best_metric"]):
+            state.update(best_epoch=epoch + 1, best_metric=record.get(f"val_{metric}"), bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        log.epoch(record, metric, state["best_epoch"])
+        if dist.is_main():
+            save_checkpoint(ckpt_dir, {**state, "model": model.state_dict(),
+                                       "optimizers": [opt.state_dict() for opt in optimizers],
+                                       "scaler": scaler.state_dict() if scaler else None,
+                                       "resume_key": resume_key}, keep=t.keep_checkpoints,
+                            also_keep=state["best_epoch"])
+        if t.early_stopping_patience and state["bad_epochs"] >= t.early_stopping_patience:
+            log.info(f"early stop: {metric} did not improve for {state['bad_epochs']} epochs")
+            break
+
+    # -- publish the best epoch's weights ----------------------------------------------------
+    digests = dist.all_gather_object(weights_digest(model))
+    published = None
+    if dist.is_main():
+        best = state["best_epoch"]
+        weights = (model.state_dict() if best == state["epoch"]
+                   else load_checkpoint(checkpoint_uri(ckpt_dir, best), resume_key)["model"])
+        lo, hi = manifest["rating_range"]
+        published = save_model(cfg.lake, cfg.name, weights, {
+            "model": model_cfg.to_dict(), "config": dump_config(cfg), "num_users": model_cfg.num_users,
+            "num_items": model_cfg.num_items, "implicit": implicit, "rating_range": [lo, hi],
+            "data_hash": manifest["data_hash"], "prepared_version": manifest["version"],
+            "history": state["history"], "best_epoch": best, "metric": metric, "parent": parent,
+        })
+        log.info(f"published model {cfg.name!r} (epoch {best}) at {published['version']}")
+    published = dist.all_gather_object(published)[0]
+    dist.shutdown()
+    return {"history": state["history"], "best_epoch": state["best_epoch"], "metric": metric,
+            "resumed_from": resumed_from, "weights_by_rank": digests, "model": published}

@@ -1,0 +1,112 @@
+"""Test positives, sampled negatives and the baselines, on tiny inline data."""
+import pytest
+from pyspark.sql import functions as F
+
+from sparkrec.evaluate.baselines import GlobalMean, MllibAls, Popularity, UserItemBias
+from sparkrec.evaluate.candidates import interactions, relevant_test_pairs, sample_negatives, sampled_lists
+
+pytestmark = pytest.mark.spark
+SCHEMA = "user_idx long, item_idx long, label float"
+
+
+def pairs(spark, rows):
+    return spark.createDataFrame(rows, "user_idx long, item_idx long")
+
+
+def test_relevant_test_pairs_threshold_and_known_items(spark):
+    test = spark.createDataFrame([(0, 5, 4.0), (0, 6, 2.0), (0, 1, 5.0), (1, 7, 3.0)], SCHEMA)
+    known = pairs(spark, [(0, 1)])
+    assert sorted(map(tuple, relevant_test_pairs(test, known).collect())) == [(0, 5), (0, 6), (1, 7)]
+    assert sorted(map(tuple, relevant_test_pairs(test, known, threshold=3.5).collect())) == [(0, 5)]
+
+
+def test_sample_negatives_policy(spark):
+    # 30 items; user 0 interacted with 25 (only 5 free: a short list), user 1 with 3.
+    seen = [(0, i) for i in range(25)] + [(1, 0), (1, 1), (1, 2)]
+    interacted = pairs(spark, seen)
+    positives = pairs(spark, [(0, 3), (0, 4), (1, 0), (1, 2)])
+    lists = sampled_lists(positives)
+    negs, targets = sample_negatives(lists, interacted, num_items=30, num_negatives=8, seed=1)
+    got = negs.collect()
+    by_list = {}
+    for r in got:
+        by_list.setdefault((r.user_idx, r.list_id), []).append(r.item_idx)
+    assert {k: len(v) for k, v in by_list.items()} == {(0, 3): 5, (0, 4): 5, (1, 0): 8, (1, 2): 8}
+    assert {(r.user_idx, r.list_id): r.target for r in targets.collect()} == {(0, 3): 5, (0, 4): 5, (1, 0): 8, (1, 2): 8}
+    assert sorted(by_list[(0, 3)]) == [25, 26, 27, 28, 29]  # all the free items, each once
+    for (user, _), items in by_list.items():
+        assert len(set(items)) == len(items)
+        assert not set(items) & {i for u, i in seen if u == user}
+        assert all(0 <= i < 30 for i in items)
+    assert by_list[(1, 0)] != by_list[(1, 2)]  # lists draw independently
+    # Same seed, other partitioning: the same negatives; another seed: different ones.
+    again, _ = sample_negatives(lists.repartition(3), interacted.repartition(2), 30, 8, seed=1)
+    assert sorted(map(tuple, again.collect())) == sorted(map(tuple, got))
+    other, _ = sample_negatives(lists, interacted, 30, 8, seed=2)
+    assert sorted(map(tuple, other.collect())) != sorted(map(tuple, got))
+
+
+def test_interactions_union_is_distinct(spark):
+    a = spark.createDataFrame([(0, 1, 1.0), (0, 2, 1.0)], SCHEMA)
+    b = spark.createDataFrame([(0, 1, 3.0, 9)], SCHEMA + ", timestamp long")
+    assert sorted(map(tuple, interactions(a, b).collect())) == [(0, 1), (0, 2)]
+
+
+def test_global_mean_and_damped_biases_by_hand(spark):
+    train = spark.createDataFrame([(0, 0, 5.0), (0, 1, 3.0), (1, 0, 4.0)], SCHEMA)
+    assert GlobalMean.fit(train).mean == pytest.approx(4.0)
+    model = UserItemBias.fit(train, reg=1.0, rating_range=(1.0, 5.0), seed=0)
+    # mu = 4; b_i0 = (1 + 0) / (2 + 1) = 1/3; b_i1 = -1 / (1 + 1) = -1/2
+    # b_u0 = ((5 - 4 - 1/3) + (3 - 4 + 1/2)) / (2 + 1) = 1/18; b_u1 = (4 - 4 - 1/3) / (1 + 1) = -1/6
+    got = {(r.user_idx, r.item_idx): r.score for r in
+           model.score_pairs(pairs(spark, [(0, 1), (1, 0), (1, 9), (9, 9)])).collect()}
+    assert got[(0, 1)] == pytest.approx(4 + 1 / 18 - 1 / 2)
+    assert got[(1, 0)] == pytest.approx(4 - 1 / 6 + 1 / 3)
+    assert got[(1, 9)] == pytest.approx(4 - 1 / 6)  # unseen item: b_i = 0
+    assert got[(9, 9)] == pytest.approx(4.0)  # unseen user and item: the mean
+    clipped = UserItemBias.fit(train, reg=0.0, rating_range=(1.0, 4.5), seed=0)
+    assert max(r.score for r in clipped.score_pairs(pairs(spark, [(0, 0)])).collect()) == pytest.approx(4.5)
+
+
+def test_popularity_scores_and_top_k_skip_excluded(spark):
+    train = spark.createDataFrame([(0, 2, 1.0), (1, 2, 1.0), (2, 2, 1.0), (0, 0, 1.0), (1, 0, 1.0), (2, 1, 1.0)], SCHEMA)
+    pop = Popularity.fit(train, seed=0)
+    scores = {r.item_idx: r.score for r in pop.score_pairs(pairs(spark, [(5, 0), (5, 1), (5, 2), (5, 7)])).collect()}
+    assert scores == {0: 2.0, 1: 1.0, 2: 3.0, 7: 0.0}
+    users = pairs(spark, [(0, 0), (3, 0)]).select("user_idx")
+    exclude = pairs(spark, [(0, 2), (0, 0)])
+    top = {(r.user_idx, r["rank"]): r.item_idx for r in pop.top_k(users, 2, exclude).collect()}
+    # User 0 has seen the two most popular items: only item 1 is left (K larger than the pool).
+    assert top == {(0, 1): 1, (3, 1): 2, (3, 2): 0}
+
+
+def test_bias_top_k_orders_by_item_bias(spark):
+    train = spark.createDataFrame([(0, 0, 5.0), (1, 0, 5.0), (0, 1, 1.0), (1, 2, 3.0), (2, 2, 4.0)], SCHEMA)
+    model = UserItemBias.fit(train, reg=1.0, rating_range=(1.0, 5.0), seed=0)
+    top = model.top_k(pairs(spark, [(2, 0)]).select("user_idx"), 3, pairs(spark, [(2, 2)]))
+    assert [r.item_idx for r in top.orderBy("rank").collect()] == [0, 1]
+
+
+def test_mllib_als_explicit_and_implicit(spark):
+    rows = [(u, i, float(1 + (u + i) % 5)) for u in range(12) for i in range(10) if (u * 7 + i) % 3]
+    train = spark.createDataFrame(rows, SCHEMA)
+    explicit = MllibAls.fit(train, implicit=False, rank=4, reg=0.05, alpha=1.0, max_iter=8, blocks=2, seed=3)
+    assert explicit.predicts_ratings and explicit.name == "als_explicit"
+    fit = explicit.score_pairs(train)  # pairs' columns (label included) pass through
+    rmse = fit.agg(F.sqrt(F.avg((F.col("score") - F.col("label")) ** 2))).first()[0]
+    assert rmse < 0.6  # a rank-4 model fits this structured table well
+    cold = explicit.score_pairs(pairs(spark, [(99, 0)])).first().score
+    assert cold == pytest.approx(train.agg(F.avg("label")).first()[0], rel=1e-6)  # filled with the mean
+
+    implicit = MllibAls.fit(train, implicit=True, rank=4, reg=0.05, alpha=1.0, max_iter=5, blocks=2, seed=3)
+    assert not implicit.predicts_ratings and implicit.name == "als_implicit"
+    users = spark.range(12).select(F.col("id").alias("user_idx"))
+    exclude = train.select("user_idx", "item_idx")
+    top = implicit.top_k(users, 3, exclude).collect()
+    seen = {(r.user_idx, r.item_idx) for r in exclude.collect()}
+    assert not {(r.user_idx, r.item_idx) for r in top} & seen
+    for user in range(12):
+        mine = sorted((r["rank"], r.score) for r in top if r.user_idx == user)
+        free = 10 - sum(1 for u, _ in seen if u == user)
+        assert [rank for rank, _ in mine] == list(range(1, min(3, free) + 1))
+        assert all(a[1] >= b[1] for a, b in zip(mine, mine[1:]))
