@@ -13,6 +13,7 @@ setup:
 # Generated sample data -> prepare -> train -> evaluate -> score, Spark local mode, lake in ./lake.
 demo: setup
 	$(SUBMIT) jobs/generate_data.py --conf $(CONF)
+	$(SUBMIT) jobs/pipeline.py --conf $(CONF)
 
 test: setup
 	$(PY) -m pytest

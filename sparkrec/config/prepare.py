@@ -46,7 +46,7 @@ class PrepareConfig(Section):
     dedupe: Literal["latest", "first", "sum"] = "latest"
     """How repeated (user, item) pairs become one row, after identical events are dropped:
     `latest` / `first` keep the pair's latest / earliest event (ties: the higher rating);
-    `sum` adds their values (implicit counts only) and keeps the latest time."""
+    `sum` adds the values of its distinct events (implicit counts only) and keeps the latest time."""
 
     implicit_threshold: Optional[float] = None
     """Implicit conversion: rows with rating >= threshold become positives (label 1.0), the rest
@@ -66,15 +66,15 @@ class PrepareConfig(Section):
     """Keep the published vocabularies' indices and append new IDs after them, so a model trained
     on the previous version stays valid (incremental retraining); false indexes from scratch."""
 
-    split: SplitConfig = SplitConfig()
-    """How kept interactions are split into train / validation / test."""
-
     num_files: int = Field(4, ge=1)
     """Parquet files per split; rounded up to a multiple of train.num_workers so Petastorm
     shards come out even."""
 
     row_group_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     """Target Parquet row-group size (`parquet.block.size`); Petastorm shards by row group."""
+
+    split: SplitConfig = SplitConfig()
+    """How kept interactions are split into train / validation / test."""
 
     @model_validator(mode="after")
     def _check(self) -> "PrepareConfig":

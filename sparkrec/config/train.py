@@ -98,10 +98,21 @@ class TrainConfig(Section):
     """Most recent epoch checkpoints kept (the best epoch's is kept too)."""
 
     amp: Literal["off", "bf16", "fp16"] = "off"
-    """Mixed precision of the forward pass on GPU (`bf16` also works on CPU); off on CPU by default."""
+    """Mixed precision of the forward pass: `bf16`, or `fp16` with loss scaling, for GPUs; `bf16`
+    also runs on CPU. Losses and optimizer state stay float32."""
 
     threads_per_worker: Optional[int] = Field(None, ge=1)
     """torch intra-op threads per worker; null = the machine's cores divided by the workers on it."""
+
+    warm_start: Optional[str] = None
+    """Incremental retraining: start from a trained model instead of scratch, `latest` (the
+    published models/<name>) or a model version folder. Rows of existing IDs and the dense layers
+    are copied, new IDs start as from scratch (see sparkrec.models.ncf.warm_started); the artifact
+    records the model as its `parent`. Needs the prepare job's stable vocabulary (extend_vocab)."""
+
+    publish: bool = True
+    """Publish models/<name> when training ends. The pipeline sets it false and publishes only
+    after its quality gate passes."""
 
     pretrained_gmf: Optional[str] = None
     """neumf only: name of a trained GMF model (models/<name>) to initialise from; needs pretrained_mlp."""

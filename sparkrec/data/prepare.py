@@ -72,7 +72,8 @@ def _sha(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _input_fingerprint(uri: str) -> list:
+def input_fingerprint(uri: str) -> list:
+    """(relative path, size) of every data file under ``uri``: changes when the input does."""
     fs, path = fsspec.core.url_to_fs(uri)
     found = fs.find(path, detail=True)
     return sorted((name[len(path):], info.get("size")) for name, info in found.items()
@@ -101,8 +102,17 @@ def _previous_vocab(spark: SparkSession, cfg: Config) -> dict | None:
             "data_hash": previous["data_hash"]}
 
 
+def _is_published(root: str, version: str) -> bool:
+    pointer = lake.join(root, "manifest.json")
+    return lake.exists(pointer) and lake.read_json(pointer).get("version") == version
+
+
 def _write_vocab(stats: DataFrame, previous: DataFrame | None, previous_size: int, uri: str) -> int:
-    build_vocab(stats, previous, previous_size).write.parquet(uri)
+    stats = stats.persist(StorageLevel.MEMORY_AND_DISK)  # read by the bucket count and the numbering
+    try:
+        build_vocab(stats, previous, previous_size).write.parquet(uri)
+    finally:
+        stats.unpersist()
     check = stats.sparkSession.read.parquet(uri).agg(
         F.count(F.lit(1)).alias("n"), F.countDistinct(INDEX).alias("distinct"),
         F.min(INDEX).alias("lo"), F.max(INDEX).alias("hi")).first()
@@ -233,7 +243,7 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
         labels = [layout.stats[LABEL] for layout in layouts.values() if LABEL in layout.stats]
         cfg_hash = config_hash(cfg)
         parent = prev.get("data_hash")
-        content = {"config_hash": cfg_hash, "input": _input_fingerprint(lake.normalize_uri(cfg.input.path)),
+        content = {"config_hash": cfg_hash, "input": input_fingerprint(lake.normalize_uri(cfg.input.path)),
                    "counts": counts, "num_users": num_users, "num_items": num_items, "parent": parent,
                    "splits": {k: [v["rows"], v["row_groups"]] for k, v in splits.items()}}
         manifest = {
@@ -256,7 +266,8 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
         }
         lake.publish(root, version, manifest)
     except BaseException:
-        lake.remove(version)  # never published; do not leave it for the next publish to weigh
+        if not _is_published(root, version):  # publish may fail while pruning, after the switch
+            lake.remove(version)  # never published: do not leave it for the next publish to weigh
         raise
     finally:
         for df in persisted:

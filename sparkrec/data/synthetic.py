@@ -22,7 +22,6 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from sparkrec.config.generate import GenerateConfig
 from sparkrec.config.input import ColumnsConfig

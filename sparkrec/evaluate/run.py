@@ -29,7 +29,7 @@ from sparkrec.evaluate.ranking_metrics import (
 from sparkrec.evaluate.rating_metrics import rating_metrics
 from sparkrec.evaluate.report import render_report
 from sparkrec.evaluate.subjects import TopKTable, TrainedModel
-from sparkrec.score.model_ref import read_meta
+from sparkrec.train.artifact import read_meta
 
 SPLITS = ("train", "validation", "test")
 METRICS_FILE = "metrics.json"

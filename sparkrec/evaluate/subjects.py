@@ -15,7 +15,8 @@ from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.baselines import Recommender
 from sparkrec.evaluate.ranking_metrics import RANK, SCORE
 from sparkrec.evaluate.rating_metrics import PREDICTION
-from sparkrec.score.model_ref import read_meta, resolve_model
+from sparkrec.score.model_ref import resolve_model
+from sparkrec.train.artifact import read_meta
 from sparkrec.score.pairs import score_index_pairs
 from sparkrec.score.publish import POINTER, scores_root
 from sparkrec.score.topk import top_k_indices

@@ -181,3 +181,40 @@ def neumf_from_pretrained(cfg: NCFConfig, gmf: NCF, mlp: NCF, alpha: float = 0.5
                 if part.cfg.use_bias:
                     target.add_(weight * getattr(part, name).weight)
     return model
+
+
+USER_TABLES = ("user_gmf", "user_mlp", "user_bias")
+ITEM_TABLES = ("item_gmf", "item_mlp", "item_bias")
+
+
+def warm_started(cfg: NCFConfig, previous: NCF) -> NCF:
+    """A model for a grown vocabulary that continues from ``previous`` (incremental retraining).
+
+    Rows of existing users and items (indices below ``previous``'s sizes: the prepare job keeps
+    them stable) and every dense layer are copied; rows of new IDs keep this model's fresh
+    initialisation, as from scratch (N(0, 0.01) embeddings, zero biases).
+
+    Raises
+    ------
+    ValueError
+        ``previous`` has another architecture or objective, or more users or items than ``cfg``.
+    """
+    p = previous.cfg
+    same = ("kind", "factors", "mlp_layers", "implicit", "use_bias")
+    if any(getattr(p, f) != getattr(cfg, f) for f in same):
+        raise ValueError("the previous model has " + ", ".join(f"{f}={getattr(p, f)}" for f in same) +
+                         "; this one " + ", ".join(f"{f}={getattr(cfg, f)}" for f in same))
+    if p.num_users > cfg.num_users or p.num_items > cfg.num_items:
+        raise ValueError(f"the previous model knows {p.num_users} users and {p.num_items} items, the data only "
+                         f"{cfg.num_users} and {cfg.num_items}: its vocabulary is not a prefix of this one")
+    model = NCF(cfg)
+    old = previous.state_dict()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            table = name.split(".")[0]
+            rows = p.num_users if table in USER_TABLES else p.num_items if table in ITEM_TABLES else None
+            if rows is None:
+                tensor.copy_(old[name])
+            else:
+                tensor[:rows].copy_(old[name])
+    return model

@@ -17,7 +17,8 @@ from sparkrec.config import Config, dump_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
 from sparkrec.score.columns import BUCKET, PREDICTION, RANK, SCORE
-from sparkrec.score.model_ref import read_meta, resolve_model
+from sparkrec.score.model_ref import resolve_model
+from sparkrec.train.artifact import read_meta
 from sparkrec.score.pairs import index_pairs, score_pairs
 from sparkrec.score.publish import publish_table, scores_root
 from sparkrec.score.recommend import recommend

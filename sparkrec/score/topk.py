@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from sparkrec.columns import ITEM_IDX, USER_IDX
 from sparkrec.score import model_ref
+from sparkrec.train.artifact import read_meta
 from sparkrec.score.columns import RANK, SCORE
 from sparkrec.score.fast_ncf import items_per_chunk, top_k_items
 from sparkrec.score.worker import check_index_range, use_task_cpus
@@ -110,7 +111,7 @@ def top_k_indices(spark: SparkSession, model: str, users: DataFrame, k: int, exc
     -----
     Ties in score are broken arbitrarily (``torch.topk``), so tied items may swap between runs.
     """
-    num_items = model_ref.read_meta(model)["model"]["num_items"]
+    num_items = read_meta(model)["model"]["num_items"]
     allowed = _allowed_bits(items, num_items) if items is not None else None
     users = users.select(F.col(USER_IDX).cast("long")).distinct()
     tasks = max(spark.sparkContext.defaultParallelism, math.ceil(users.count() / users_per_task))

@@ -22,16 +22,17 @@ def model_root(lake_uri: str, name: str) -> str:
     return lake.join(lake.normalize_uri(lake_uri), "models", name)
 
 
-def save_model(lake_uri: str, name: str, state_dict: dict, meta: dict) -> dict:
-    """Publish weights and metadata as a new version of ``models/<name>``.
+def save_model(lake_uri: str, name: str, state_dict: dict, meta: dict, publish: bool = True) -> dict:
+    """Write weights and metadata as a new version of ``models/<name>`` and, unless ``publish``
+    is false, publish it (the pipeline publishes only after its quality gate: ``publish_model``).
 
     ``meta`` must hold ``model`` (the ``NCFConfig`` as a dict); the rest (config, data hash,
-    history, ...) is stored as given, with ``created_at`` added.
+    history, parent, ...) is stored as given, with ``created_at`` added.
 
     Returns
     -------
     dict
-        The published ``model.json`` content plus ``version`` (the folder URI).
+        The ``model.json`` content plus ``version`` (the folder URI).
     """
     root = model_root(lake_uri, name)
     version = lake.new_version(root)
@@ -40,8 +41,42 @@ def save_model(lake_uri: str, name: str, state_dict: dict, meta: dict) -> dict:
     meta = {**meta, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     lake.write_bytes_atomic(lake.join(version, WEIGHTS), buf.getvalue())
     lake.write_json_atomic(lake.join(version, META), meta)
-    lake.publish(root, version, meta)
+    if publish:
+        publish_model(root, version, meta)
     return {**meta, "version": version}
+
+
+def publish_model(root: str, version: str, meta: dict) -> None:
+    """Make the written model ``version`` the one ``models/<name>`` (``root``) resolves to."""
+    lake.publish(root, version, meta)
+
+
+def read_meta(version: str) -> dict:
+    """``model.json`` of a model version folder, with ``version`` added."""
+    uri = lake.join(version, META)
+    if not lake.exists(uri):
+        raise SparkrecError(f"{version} is not a model version folder (no {META}); pass the URI that "
+                            f"resolve_model(lake_uri, name) returns")
+    return {**lake.read_json(uri), "version": version}
+
+
+def load_model_version(version: str) -> tuple[NCF, dict]:
+    """The model stored in one version folder, in eval mode on the CPU, and its ``model.json``.
+
+    Raises
+    ------
+    SparkrecError
+        Not a model folder, or its weights do not fit its recorded architecture.
+    """
+    meta = read_meta(version)
+    model = NCF(NCFConfig.from_dict(meta["model"]))
+    uri = lake.join(version, WEIGHTS)
+    try:
+        model.load_state_dict(torch.load(io.BytesIO(lake.read_bytes(uri)), map_location="cpu", weights_only=True))
+    except Exception as e:
+        raise SparkrecError(f"model weights {uri} cannot be loaded into the architecture in its {META} "
+                            f"({e.__class__.__name__}: {' '.join(str(e).split())[:200]}); retrain the model") from None
+    return model.eval(), meta
 
 
 def load_model(lake_uri: str, name: str) -> tuple[NCF, dict]:
@@ -52,15 +87,4 @@ def load_model(lake_uri: str, name: str) -> tuple[NCF, dict]:
     SparkrecError
         No model of that name is published, or its weights do not fit its recorded architecture.
     """
-    meta = lake.resolve(model_root(lake_uri, name))
-    version = meta["version"]
-    meta = {**lake.read_json(lake.join(version, META)), "version": version}
-    model = NCF(NCFConfig.from_dict(meta["model"]))
-    uri = lake.join(version, WEIGHTS)
-    try:
-        state = torch.load(io.BytesIO(lake.read_bytes(uri)), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as e:
-        raise SparkrecError(f"model weights {uri} cannot be loaded into the architecture in its {META} "
-                            f"({e.__class__.__name__}: {' '.join(str(e).split())[:200]}); retrain model {name!r}") from None
-    return model.eval(), meta
+    return load_model_version(lake.resolve(model_root(lake_uri, name))["version"])

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
+from sparkrec import lake
 from sparkrec.config import Config, dump_config
 from sparkrec.errors import SparkrecError
-from sparkrec.models.ncf import NCF, NCFConfig, neumf_from_pretrained
+from sparkrec.models.ncf import NCF, NCFConfig, neumf_from_pretrained, warm_started
 from sparkrec.train import distributed as dist
-from sparkrec.train.artifact import load_model, save_model
+from sparkrec.train.artifact import load_model, load_model_version, save_model
 from sparkrec.train.checkpoint import (
     checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, save_checkpoint,
 )
@@ -50,26 +51,45 @@ def model_config(cfg: Config, manifest: dict) -> NCFConfig:
                      use_bias=t.use_bias)
 
 
-def build_model(cfg: Config, model_cfg: NCFConfig, data_hash: str) -> tuple[NCF, dict | None]:
-    """A fresh model (initialised from ``cfg.seed``), or NeuMF from pretrained GMF and MLP.
+def build_model(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF, dict | None]:
+    """A fresh model (initialised from ``cfg.seed``), NeuMF from pretrained GMF and MLP, or a
+    warm start from a previous model.
 
     Returns the model and its ``parent`` record (None when trained from scratch).
     """
     t = cfg.train
     torch.manual_seed(cfg.seed)
+    if t.warm_start:
+        return _warm_start(cfg, model_cfg, manifest)
     if not t.pretrained_gmf:
         return NCF(model_cfg), None
     parts, parent = {}, {}
     for kind, name in (("gmf", t.pretrained_gmf), ("mlp", t.pretrained_mlp)):
         parts[kind], meta = load_model(cfg.lake, name)
-        if meta["data_hash"] != data_hash:
+        if meta["data_hash"] != manifest["data_hash"]:
             raise SparkrecError(f"pretrained {kind} model {name!r} was trained on prepared data {meta['data_hash']}, "
-                                f"the current prepared data is {data_hash}; retrain it on the current data")
+                                f"the current prepared data is {manifest['data_hash']}; retrain it on the current data")
         parent[kind] = {"name": name, "version": meta["version"]}
     try:
         return neumf_from_pretrained(model_cfg, parts["gmf"], parts["mlp"], t.pretrain_alpha), parent
     except ValueError as e:
         raise SparkrecError(f"cannot initialise neumf from {t.pretrained_gmf!r} and {t.pretrained_mlp!r}: {e}") from None
+
+
+def _warm_start(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF, dict]:
+    source = cfg.train.warm_start
+    previous, meta = (load_model(cfg.lake, cfg.name) if source == "latest"
+                      else load_model_version(lake.normalize_uri(source)))
+    stable = meta["data_hash"] == manifest["data_hash"] or manifest["config"]["prepare"]["extend_vocab"]
+    if not stable:
+        raise SparkrecError(f"train.warm_start={source}: the prepared data was indexed from scratch "
+                            f"(prepare.extend_vocab=false), so the previous model's rows may name other IDs; "
+                            f"prepare with prepare.extend_vocab=true or train without warm_start")
+    try:
+        model = warm_started(model_cfg, previous)
+    except ValueError as e:
+        raise SparkrecError(f"cannot warm start from {meta['version']}: {e}") from None
+    return model, {"warm_start": source, "name": cfg.name, "version": meta["version"]}
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -78,6 +98,40 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def train_step(model: NCF, ddp_model: torch.nn.Module, optimizers: list, scaler, batch: dict, *,
+               loss_scale: float, num_negatives: int, weight_decay: float, negatives: torch.Generator,
+               autocast) -> torch.Tensor:
+    """One optimisation step on one batch (implicit: positives, negatives are added here).
+
+    ``loss_scale`` multiplies the summed per-row loss; returns the detached sum of per-row losses.
+    """
+    device = next(model.parameters()).device
+    users = batch[USER_IDX].to(device, non_blocking=True)
+    items = batch[ITEM_IDX].to(device, non_blocking=True)
+    labels = batch[LABEL].to(device, non_blocking=True)
+    if model.cfg.implicit:  # every row is a positive; k uniform negatives per positive, fresh each step
+        n = users.numel()
+        users = torch.cat([users, users.repeat_interleave(num_negatives)])
+        items = torch.cat([items, torch.randint(model.cfg.num_items, (n * num_negatives,), generator=negatives,
+                                                device=device)])
+        labels = torch.cat([torch.ones(n, device=device), torch.zeros(n * num_negatives, device=device)])
+    with autocast:
+        raw = ddp_model(users, items)
+    raw = raw.float()
+    if model.cfg.implicit:
+        per_row = F.binary_cross_entropy_with_logits(raw, labels, reduction="none")
+    else:
+        per_row = (model.to_score(raw) - labels).pow(2)
+    if weight_decay > 0:
+        per_row = per_row + weight_decay * model.embedding_sq_norm(users, items)
+    loss = per_row.sum() * loss_scale
+    for opt in optimizers:
+        opt.zero_grad()
+    (scaler.scale(loss) if scaler else loss).backward()
+    dist.optimizer_step(optimizers, scaler)
+    return per_row.detach().sum().double()
 
 
 def train(cfg: Config, manifest: dict) -> dict:
@@ -108,7 +162,7 @@ def train(cfg: Config, manifest: dict) -> dict:
     model_cfg = model_config(cfg, manifest)
     implicit = model_cfg.implicit
     metric = metric_name(t.validation_metric, implicit) if has_validation else None  # None: keep the last epoch
-    model, parent = build_model(cfg, model_cfg, manifest["data_hash"])
+    model, parent = build_model(cfg, model_cfg, manifest)
     model.to(device)
     lr = t.lr * (world if t.scale_lr else 1)
     optimizers = make_optimizers(model, t, lr)
@@ -150,32 +204,12 @@ def train(cfg: Config, manifest: dict) -> dict:
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for step, batch in enumerate(reader):
-            users = batch[USER_IDX].to(device, non_blocking=True)
-            items = batch[ITEM_IDX].to(device, non_blocking=True)
-            labels = batch[LABEL].to(device, non_blocking=True)
-            if implicit:  # every row is a positive; k uniform negatives per positive, fresh each step
-                n, k = users.numel(), t.num_negatives
-                users = torch.cat([users, users.repeat_interleave(k)])
-                items = torch.cat([items, torch.randint(model_cfg.num_items, (n * k,), generator=negatives,
-                                                        device=device)])
-                labels = torch.cat([torch.ones(n, device=device), torch.zeros(n * k, device=device)])
-            with autocast:
-                raw = ddp_model(users, items)
-            raw = raw.float()
-            if implicit:
-                per_row = F.binary_cross_entropy_with_logits(raw, labels, reduction="none")
-            else:
-                per_row = (model.to_score(raw) - labels).pow(2)
-            if t.weight_decay > 0:
-                per_row = per_row + t.weight_decay * model.embedding_sq_norm(users, items)
             # Gradients are averaged over ranks; weighting by world / (rows of all ranks this step)
             # makes that the mean over every row of the step, whatever each rank's share.
-            loss = per_row.sum() * (world / (train_plan.step_rows(step) * rows_per_positive))
-            for opt in optimizers:
-                opt.zero_grad()
-            (scaler.scale(loss) if scaler else loss).backward()
-            dist.optimizer_step(optimizers, scaler)
-            loss_sum += per_row.detach().sum().double()
+            scale = world / (train_plan.step_rows(step) * rows_per_positive)
+            loss_sum += train_step(model, ddp_model, optimizers, scaler, batch, loss_scale=scale,
+                                   num_negatives=t.num_negatives, weight_decay=t.weight_decay,
+                                   negatives=negatives, autocast=autocast)
             log.step(epoch, step, loss_sum, reader.rows_read * rows_per_positive, train_plan.step_rows(step))
 
         # -- reconcile: every rank must have read exactly its shard ---------------------------
@@ -221,8 +255,9 @@ def train(cfg: Config, manifest: dict) -> dict:
             "num_items": model_cfg.num_items, "implicit": implicit, "rating_range": [lo, hi],
             "data_hash": manifest["data_hash"], "prepared_version": manifest["version"],
             "history": state["history"], "best_epoch": best, "metric": metric, "parent": parent,
-        })
-        log.info(f"published model {cfg.name!r} (epoch {best}) at {published['version']}")
+        }, publish=t.publish)
+        log.info(f"{'published' if t.publish else 'wrote (unpublished)'} model {cfg.name!r} (epoch {best}) "
+                 f"at {published['version']}")
     published = dist.all_gather_object(published)[0]
     dist.shutdown()
     return {"history": state["history"], "best_epoch": state["best_epoch"], "metric": metric,

@@ -1,0 +1,162 @@
+"""Training throughput: the real NeuMF step fed three ways, each against a baseline in the same run.
+
+1. feed: the Petastorm feed (ShardReader: row-group shuffling, shuffle buffer, BatchedDataLoader)
+   against the same step on in-memory tensors of the same prepared rows (target ratio >= 0.85);
+2. workers: the full job through TorchDistributor with 2 workers against 1 worker on local[2];
+3. vocabulary: in-memory steps at 1M users x 100k items against 6k x 4k (sparse embedding
+   gradients; target ratio >= 0.5).
+
+    flock /tmp/sparkrec-tests.lock .venv/bin/python bench/train_bench.py [--rows 2000000] [--reps 3]
+
+Samples are positives (each implicit step also scores num_negatives negatives per positive).
+Medians over ``--reps`` alternating repetitions; the prepared data is cached under bench/out/.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
+from sparkrec.config import load_config
+from sparkrec.data.prepare import load_manifest, run_prepare
+from sparkrec.data.synthetic import generate_interactions, write_synthetic
+from sparkrec.models.ncf import NCF, NCFConfig
+from sparkrec.session import get_spark
+from sparkrec.train.feed import ShardReader, plan_shards
+from sparkrec.train.launch import run_training
+from sparkrec.train.optim import make_optimizers
+from sparkrec.train.loop import train_step
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+OUT = Path(__file__).resolve().parent / "out" / "train_bench"
+TOWER = (64, 32, 16, 8)
+
+
+def prepared(rows: int, spark_cfg: list[str]) -> tuple[str, list[str]]:
+    """A prepared implicit dataset of about ``rows`` training rows (6k users x 4k items), cached."""
+    lake = OUT / f"lake-{rows}"
+    overrides = [f"lake={lake}", f"input.path={OUT}/raw-{rows}", f"generate.num_rows={rows}",
+                 "generate.num_users=6000", "generate.num_items=4000", "generate.kind=implicit",
+                 "generate.popularity_exponent=0.5", "input.columns.rating=null", "prepare.split.kind=random",
+                 "prepare.split.fractions=[0.98,0.01,0.01]", "prepare.num_files=4", "train.num_workers=2",
+                 *spark_cfg]
+    if not (lake / "prepared" / "manifest.json").exists():
+        cfg = load_config(None, overrides)
+        spark = get_spark(cfg.spark)
+        write_synthetic(generate_interactions(spark, cfg.generate, cfg.input.columns), cfg.input.path, "parquet")
+        run_prepare(spark, cfg)
+    return str(lake), overrides
+
+
+def new_model(num_users: int, num_items: int) -> tuple[NCF, list]:
+    torch.manual_seed(0)
+    model = NCF(NCFConfig(kind="neumf", num_users=num_users, num_items=num_items, factors=8, mlp_layers=TOWER))
+    cfg = load_config(None, []).train
+    return model, make_optimizers(model, cfg, cfg.lr)
+
+
+def run_steps(model, optimizers, batches, rows_per_step: int) -> float:
+    """Positives per second through the real training step."""
+    gen = torch.Generator().manual_seed(1)
+    model.train()
+    rows, start = 0, time.perf_counter()
+    for batch in batches:
+        n = len(batch[USER_IDX])
+        train_step(model, model, optimizers, None, batch, loss_scale=1.0 / (rows_per_step * 5), num_negatives=4,
+                   weight_decay=0.0, negatives=gen, autocast=nullcontext())
+        rows += n
+    return rows / (time.perf_counter() - start)
+
+
+def in_memory_batches(columns: dict[str, torch.Tensor], batch_size: int, seed: int):
+    order = torch.randperm(len(columns[USER_IDX]), generator=torch.Generator().manual_seed(seed))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield {k: v[idx] for k, v in columns.items()}
+
+
+def bench_feed(lake: str, reps: int, batch_size: int) -> tuple[float, float]:
+    manifest = load_manifest(lake)
+    plan = plan_shards(manifest, "train", world=1, batch_size=batch_size)
+    frame = pd.read_parquet(manifest["splits"]["train"]["path"].removeprefix("file://"), columns=list(
+        (USER_IDX, ITEM_IDX, LABEL)))
+    columns = {c: torch.as_tensor(frame[c].to_numpy()) for c in (USER_IDX, ITEM_IDX, LABEL)}
+    feed, memory = [], []
+    for rep in range(reps):
+        model, opts = new_model(manifest["num_users"], manifest["num_items"])
+        torch.manual_seed(rep)
+        feed.append(run_steps(model, opts, ShardReader(plan, 0, seed=rep + 1, shuffle_buffer=100_000), batch_size))
+        model, opts = new_model(manifest["num_users"], manifest["num_items"])
+        memory.append(run_steps(model, opts, in_memory_batches(columns, batch_size, rep), batch_size))
+        print(f"  rep {rep}: feed {feed[-1]:,.0f}/s, in-memory {memory[-1]:,.0f}/s", flush=True)
+    return statistics.median(feed), statistics.median(memory)
+
+
+def bench_workers(overrides: list[str], reps: int) -> tuple[float, float]:
+    by_workers = {1: [], 2: []}
+    for rep in range(reps):
+        for workers in (1, 2):
+            cfg = load_config(None, [*overrides, f"name=bench-{workers}w", "train.backend=torch",
+                                     f"train.num_workers={workers}", "train.epochs=2", "train.model=neumf",
+                                     "train.log_every_steps=1000000"])
+            summary = run_training(get_spark(cfg.spark), cfg)
+            by_workers[workers].append(summary["history"][-1]["samples_per_s"])  # epoch 2: warm
+            print(f"  rep {rep}: {workers} worker(s) {by_workers[workers][-1]:,.0f}/s", flush=True)
+    return statistics.median(by_workers[1]), statistics.median(by_workers[2])
+
+
+def bench_vocabulary(reps: int, batch_size: int, steps: int) -> dict[str, float]:
+    sizes = {"6k x 4k": (6_000, 4_000), "1M x 100k": (1_000_000, 100_000)}
+    rates = {name: [] for name in sizes}
+    for rep in range(reps):
+        for name, (users, items) in sizes.items():
+            g = torch.Generator().manual_seed(rep)
+            batches = [{USER_IDX: torch.randint(users, (batch_size,), generator=g),
+                        ITEM_IDX: torch.randint(items, (batch_size,), generator=g),
+                        LABEL: torch.ones(batch_size)} for _ in range(steps)]
+            model, opts = new_model(users, items)
+            run_steps(model, opts, batches[:5], batch_size)  # warm-up
+            rates[name].append(run_steps(model, opts, batches[5:], batch_size))
+            print(f"  rep {rep}: {name} {rates[name][-1]:,.0f}/s", flush=True)
+    return {name: statistics.median(v) for name, v in rates.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000, help="generated events (before dedupe)")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--parts", nargs="+", default=["feed", "workers", "vocabulary"])
+    args = parser.parse_args()
+    spark_cfg = ["spark.log_level=ERROR", f"spark.conf={{spark.local.dir: {OUT}/spark-local}}"]
+    print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}")
+    if "feed" in args.parts or "workers" in args.parts:
+        lake, overrides = prepared(args.rows, spark_cfg)
+        print(f"prepared: {load_manifest(lake)['splits']['train']['rows']:,} training rows")
+    if "feed" in args.parts:
+        print("1. Petastorm feed vs in-memory tensors (NeuMF 8 / 64-32-16-8, 4 negatives, batch "
+              f"{args.batch_size})")
+        feed, memory = bench_feed(lake, args.reps, args.batch_size)
+        print(f"   median feed {feed:,.0f}/s, in-memory {memory:,.0f}/s: ratio {feed / memory:.2f} (target >= 0.85)")
+    if "workers" in args.parts:
+        print("2. TorchDistributor 2 workers vs 1 worker (local[2], samples/s of a warm epoch, whole job)")
+        one, two = bench_workers(overrides, args.reps)
+        print(f"   median 1 worker {one:,.0f}/s, 2 workers {two:,.0f}/s: ratio {two / one:.2f}")
+    if "vocabulary" in args.parts:
+        print("3. vocabulary size, in-memory steps, sparse embedding gradients")
+        rates = bench_vocabulary(args.reps, args.batch_size, steps=200)
+        small, large = rates["6k x 4k"], rates["1M x 100k"]
+        print(f"   median 6k x 4k {small:,.0f}/s, 1M x 100k {large:,.0f}/s: ratio {large / small:.2f} (target >= 0.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

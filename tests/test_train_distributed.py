@@ -1,0 +1,112 @@
+"""Two real training processes on local[2]: Horovod (horovod.spark.run) and DDP (TorchDistributor).
+
+The prepared data has 3 row groups, so 2 workers get uneven shards (2 row groups against 1): no
+hang, identical weights on both ranks, every training row seen once per epoch. A worker killed
+mid-epoch fails the run with its reason, or, with restarts allowed, the run resumes from the last
+checkpoint and finishes.
+"""
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from prepared_lakes import prepared_lake, read_split
+from sparkrec import lake as lakes
+from sparkrec.config import load_config
+from sparkrec.data.prepare import load_manifest
+from sparkrec.errors import SparkrecError
+from sparkrec.train.artifact import load_model
+from sparkrec.train.checkpoint import checkpoint_dir
+from sparkrec.train.feed import plan_shards
+from sparkrec.train.launch import run_training
+
+pytestmark = [pytest.mark.spark, pytest.mark.distributed]
+BATCH = 512
+
+
+@pytest.fixture(scope="module")
+def explicit_lake(spark, tmp_path_factory):
+    return prepared_lake(spark, tmp_path_factory, "explicit")
+
+
+def two_workers(lake, name, backend, *overrides):
+    return load_config(None, [f"lake={lake}", f"name={name}", f"train.backend={backend}", "train.num_workers=2",
+                              "train.model=neumf", f"train.batch_size={BATCH}", "train.lr=0.01",
+                              "train.threads_per_worker=1", "train.log_every_steps=100000", *overrides])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend", ["horovod", "torch"])
+def test_two_workers_on_uneven_shards_agree_and_see_every_row(spark, explicit_lake, backend):
+    manifest = load_manifest(explicit_lake)
+    plan = plan_shards(manifest, "train", world=2, batch_size=BATCH)
+    assert plan.shard_rows[0] > 1.8 * plan.shard_rows[1]  # deliberately uneven
+
+    summary = run_training(spark, two_workers(explicit_lake, f"two-{backend}", backend, "train.epochs=3"))
+
+    digests = summary["weights_by_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    for epoch in summary["history"]:
+        assert epoch["rows_by_rank"] == list(plan.shard_rows)
+        assert sum(epoch["rows_by_rank"]) == manifest["splits"]["train"]["rows"]
+    rmse = [epoch["val_rmse"] for epoch in summary["history"]]
+    assert rmse[-1] < rmse[0]  # the synchronised updates learn
+
+    model, meta = load_model(explicit_lake, f"two-{backend}")
+    assert meta["config"]["train"]["backend"] == backend
+    test = read_split(manifest, "test")
+    with torch.no_grad():
+        predicted = model.predict(torch.as_tensor(test["user_idx"].to_numpy()),
+                                  torch.as_tensor(test["item_idx"].to_numpy())).numpy()
+    assert np.sqrt(np.mean((predicted - test["label"]) ** 2)) < rmse[0]
+
+
+def kill_rank_1_after_first_checkpoint(lake, name, killed):
+    """Background killer: once epoch 1 is checkpointed (so training is in epoch 2), SIGKILL the
+    training process of rank 1 (the torchrun child with RANK=1) once."""
+    first = lakes.join(checkpoint_dir(lake, name), "epoch-0001.pt")
+
+    def run():
+        deadline = time.monotonic() + 240
+        while not lakes.exists(first) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while time.monotonic() < deadline:
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    env, cmd = proc.environ(), " ".join(proc.cmdline())
+                except psutil.Error:
+                    continue
+                if env.get("RANK") == "1" and "LOCAL_RANK" in env and "torch.distributed.run" not in cmd:
+                    proc.kill()
+                    killed.append(proc.pid)
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.timeout(400)
+def test_a_killed_worker_fails_the_run_clearly_or_restarts_from_the_checkpoint(spark, explicit_lake):
+    # Without restarts: the run fails, naming the killed process and the signal.
+    killed: list[int] = []
+    killer = kill_rank_1_after_first_checkpoint(explicit_lake, "killed", killed)
+    with pytest.raises(SparkrecError, match=r"torch \(DDP\) training failed: worker process (\d+) was killed by signal 9"):
+        run_training(spark, two_workers(explicit_lake, "killed", "torch", "train.epochs=4", "train.batch_size=64"))
+    killer.join()
+    assert len(killed) == 1
+
+    # With one restart allowed: the workers are relaunched, resume after epoch 1 and finish.
+    killed.clear()
+    killer = kill_rank_1_after_first_checkpoint(explicit_lake, "restarted", killed)
+    summary = run_training(spark, two_workers(explicit_lake, "restarted", "torch", "train.epochs=4",
+                                              "train.batch_size=64", "train.max_restarts=1"))
+    killer.join()
+    assert len(killed) == 1
+    assert summary["resumed_from"] >= 1
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
+    assert summary["weights_by_rank"][0] == summary["weights_by_rank"][1]
