@@ -104,7 +104,7 @@ def test_petastorm_shards_follow_manifest_row_group_order(prepared):
     assert [g.num_rows for g in groups] == train["row_groups"]
     for shard in range(shards):
         with make_batch_reader(train["path"], num_epochs=1, cur_shard=shard, shard_count=shards,
-                               shuffle_row_groups=False, workers_count=1) as reader:
+                               shuffle_row_groups=False, reader_pool_type="dummy") as reader:
             got = sorted(pair for batch in reader for pair in zip(batch.user_idx, batch.item_idx))
         expected = sorted(pair for i, g in enumerate(groups) if i % shards == shard
                           for pair in zip(g["user_idx"].to_pylist(), g["item_idx"].to_pylist()))

@@ -156,7 +156,7 @@ def barrier() -> None:
 def wrap_model(model: nn.Module) -> nn.Module:
     """The module the loop calls forward on; DDP all-reduces gradients (sparse ones too) during
     backward. Keep the unwrapped ``model`` for saving."""
-    if _backend == "torch":
+    if _backend == "torch" and world_size() > 1:  # alone, DDP would still all-reduce every gradient
         dev = next(model.parameters()).device
         # DDP: broadcasts rank 0's parameters now, then averages gradients in backward.
         return nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -166,7 +166,7 @@ def wrap_model(model: nn.Module) -> nn.Module:
 def wrap_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
     """Horovod averages gradients inside the optimizer (sparse ones via allgather); the other
     backends use the optimizer as is."""
-    if _backend != "horovod":
+    if _backend != "horovod" or world_size() == 1:
         return optimizer
     import horovod.torch as hvd
 
