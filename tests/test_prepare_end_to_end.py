@@ -13,7 +13,6 @@ import pytest
 from pyspark.sql import functions as F
 
 import jobs.prepare_data as prepare_job
-from sparkrec import lake as lakes
 from sparkrec.config import load_config
 from sparkrec.data import quality
 from sparkrec.data.prepare import load_manifest, run_prepare
@@ -155,14 +154,14 @@ def test_vocab_stable_across_runs_on_a_larger_log(spark, prepared):
 
 
 def test_killed_before_commit_leaves_previous_output(spark, tmp_path):
-    cfg, _ = generate(spark, settings(tmp_path / "lake", tmp_path / "raw", 2000))
+    argv = settings(tmp_path / "lake", tmp_path / "raw", 2000)
+    cfg, _ = generate(spark, argv)
     before = run_prepare(spark, cfg)
     pointer = tmp_path / "lake" / "prepared" / "manifest.json"
     published = pointer.read_bytes()
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    job = subprocess.Popen([sys.executable, "jobs/prepare_data.py", *settings(tmp_path / "lake", tmp_path / "raw", 2000)],
-                           cwd=REPO, env=env, start_new_session=True,
+    job = subprocess.Popen([sys.executable, "jobs/prepare_data.py", *argv], cwd=REPO, env=env, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:
@@ -184,7 +183,7 @@ def test_killed_before_commit_leaves_previous_output(spark, tmp_path):
     assert len(list((tmp_path / "lake" / "prepared").glob("v-*"))) == 2  # the old one + the unpublished one
 
 
-def test_job_kcore_implicit_temporal(spark, tmp_path, capsys):
+def test_job_kcore_implicit_temporal(spark, tmp_path):
     cutoff = START_TS + int(0.8 * YEAR_S)
     overrides = settings(tmp_path / "lake", tmp_path / "raw", 4000, "prepare.implicit_threshold=4",
                          "prepare.min_user_interactions=5", "prepare.min_item_interactions=5",

@@ -104,7 +104,8 @@ def test_each_bad_row_gets_its_reason_and_keeps_its_raw_values(spark):
         ("u3", "i1", "3", None, quality.BAD_TIMESTAMP),
         ("u3", "i1", "3", "1e30", quality.BAD_TIMESTAMP),
     ]
-    raw = spark.createDataFrame([r[:4] for r in rows], "user_id string, item_id string, rating string, timestamp string")
+    schema = "user_id string, item_id string, rating string, timestamp string"
+    raw = spark.createDataFrame([r[:4] for r in rows], schema)
     checked = check_rows(raw, 1.0, 5.0)
     got = [r["reason"] for r in checked.collect()]
     assert got == [r[4] for r in rows]

@@ -85,8 +85,17 @@ def test_explicit_models_beat_the_global_mean(explicit_lake, kind):
     assert rmse < rmse_mean - 0.05, (kind, rmse, rmse_mean)
 
 
+@pytest.mark.parametrize("overrides", [
+    ["train.optimizer=sgd", "train.lr=0.5", "train.momentum=0.9", "train.lr_schedule=exponential"],
+    ["train.optimizer=adamw", "train.weight_decay=0.01", "train.amp=bf16", "train.lr=0.01"],
+])
+def test_other_optimizers_and_bf16_train(implicit_lake, overrides):
+    summary = run_training(None, config(implicit_lake, "variant", "train.model=neumf", "train.epochs=2", *overrides))
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert all(np.isfinite(losses)) and losses[1] < losses[0]
+
+
 def test_artifact_is_complete_and_loads_without_unpickling(implicit_lake):
-    """Reuses the GMF trained above when run in order, else trains a short one."""
     name = "artifact-gmf"
     summary = run_training(None, config(implicit_lake, name, "train.model=gmf", "train.epochs=3",
                                         "train.early_stopping_patience=1"))

@@ -63,4 +63,5 @@ def read_layout(uri: str) -> Layout:
                 key = column.path_in_schema
                 lows[key] = st.min if key not in lows else min(lows[key], st.min)
                 highs[key] = st.max if key not in highs else max(highs[key], st.max)
-    return Layout([f"{protocol}://{n}" for n in names], row_groups, schema, {k: (lows[k], highs[k]) for k in lows if k in highs})
+    stats = {k: (lows[k], highs[k]) for k in lows if k in highs}
+    return Layout([f"{protocol}://{n}" for n in names], row_groups, schema, stats)

@@ -150,7 +150,7 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
     Returns
     -------
     dict
-        The published manifest: ``version``, ``input_path``, ``config_hash``, ``data_hash``,
+        The published manifest (as ``load_manifest`` reads it): ``version``, ``input_path``, ``config_hash``, ``data_hash``,
         ``created_at``, ``counts`` {``input``, ``kept``, ``quarantined_by_reason``,
         ``duplicates``, ``filtered``, ``duplicates_by_kind``, ``filtered_by``}, ``num_users``,
         ``num_items``, ``implicit``, ``rating_range``, ``splits`` {name: {``path``, ``rows``,
@@ -272,4 +272,4 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
     finally:
         for df in persisted:
             df.unpersist()
-    return {**manifest, "version": version}
+    return lake.resolve(root)  # exactly what load_manifest() now returns
