@@ -29,7 +29,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "ml-latest-small")
 
 COMMON = ["input.format=movielens", "prepare.rating_min=0.5", "prepare.num_files=2", "spark.log_level=ERROR",
-          "train.model=neumf", "train.threads_per_worker=2", "train.log_every_steps=1000000",
+          "train.model=neumf", "train.threads_per_worker=1", "train.log_every_steps=1000000",
           "evaluate.k=[10]", "evaluate.num_negatives=99"]
 SETTINGS = {
     "explicit": {

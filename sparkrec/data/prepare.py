@@ -150,13 +150,14 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
     Returns
     -------
     dict
-        The published manifest (as ``load_manifest`` reads it): ``version``, ``input_path``, ``config_hash``, ``data_hash``,
-        ``created_at``, ``counts`` {``input``, ``kept``, ``quarantined_by_reason``,
-        ``duplicates``, ``filtered``, ``duplicates_by_kind``, ``filtered_by``}, ``num_users``,
-        ``num_items``, ``implicit``, ``rating_range``, ``splits`` {name: {``path``, ``rows``,
-        ``files``, ``row_groups``}}, ``schema``, ``paths``, plus ``kcore``, ``num_files``,
-        ``parent_data_hash`` and the resolved ``config``. Split tables hold ``user_idx`` long,
-        ``item_idx`` long, ``label`` float (rating, or 1.0 when implicit), ``timestamp`` long.
+        The published manifest, as ``load_manifest`` reads it: ``version``, ``input_path``,
+        ``config_hash``, ``data_hash``, ``created_at``, ``counts`` {``input``, ``kept``,
+        ``quarantined_by_reason``, ``duplicates``, ``filtered``, ``duplicates_by_kind``,
+        ``filtered_by``}, ``num_users``, ``num_items``, ``implicit``, ``rating_range``,
+        ``splits`` {name: {``path``, ``rows``, ``files``, ``row_groups``}}, ``schema``,
+        ``paths``, plus ``kcore``, ``num_files``, ``parent_data_hash`` and the resolved
+        ``config``. Split tables hold ``user_idx`` long, ``item_idx`` long, ``label`` float
+        (rating, or 1.0 when implicit), ``timestamp`` long.
 
     Raises
     ------
