@@ -27,6 +27,7 @@ KINDS = {
     "explicit": ["generate.kind=explicit", "prepare.split.kind=random", "prepare.split.fractions=[0.8,0.1,0.1]",
                  "prepare.num_files=3", "train.num_workers=1"],
 }
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 _made: dict[str, str] = {}
 
 
@@ -35,8 +36,16 @@ def prepared_lake(spark, tmp_path_factory, kind: str) -> str:
     if kind not in _made:
         root = tmp_path_factory.mktemp(f"lake-{kind}")
         cfg = load_config(None, [f"lake={root}/lake", f"input.path={root}/raw", *GENERATE, *KINDS[kind]])
-        write_synthetic(generate_interactions(spark, cfg.generate, cfg.input.columns), cfg.input.path, "parquet")
-        run_prepare(spark, cfg)
+        # Same rows whatever the session's shuffle partitions, but not in the same order within
+        # the files (which the training trajectory follows): pin it, as another test's
+        # get_spark(...) may have reset it on the shared session.
+        previous = spark.conf.get(SHUFFLE_PARTITIONS)
+        spark.conf.set(SHUFFLE_PARTITIONS, "2")
+        try:
+            write_synthetic(generate_interactions(spark, cfg.generate, cfg.input.columns), cfg.input.path, "parquet")
+            run_prepare(spark, cfg)
+        finally:
+            spark.conf.set(SHUFFLE_PARTITIONS, previous)
         _made[kind] = cfg.lake
     return _made[kind]
 

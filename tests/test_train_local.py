@@ -25,10 +25,11 @@ from sparkrec.train.launch import run_training
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["train.threads_per_worker=1", "train.log_every_steps=100000"]
-# Per-model settings that learn this data in a few seconds (MLP learns the dot-product structure
-# slowest, as in the paper).
+# Per-model settings that learn this data in a few seconds. MLP learns the dot-product structure
+# slowest (as in the paper): with batch 1024 its HR@10 ranged 0.48-0.60 over row orders of the
+# same data; with batch 256 (4x the steps) 0.68-0.70 over three orders, against 0.43-0.46.
 IMPLICIT = {"gmf": ["train.epochs=10", "train.lr=0.01"],
-            "mlp": ["train.epochs=25", "train.lr=0.01"],
+            "mlp": ["train.epochs=25", "train.lr=0.01", "train.batch_size=256"],
             "neumf": ["train.epochs=10", "train.lr=0.005"]}
 EXPLICIT = {"gmf": ["train.epochs=8", "train.lr=0.01"],
             "mlp": ["train.epochs=8", "train.lr=0.01", "train.batch_size=256"],
@@ -65,9 +66,7 @@ def test_implicit_models_beat_popularity(implicit_lake, kind):
     hr_model = sampled_hr_at_10(raw_scores(model), manifest)
     hr_popularity = sampled_hr_at_10(lambda users, items: popularity[items], manifest)
     assert meta["implicit"] and hr_popularity > 0.3  # popularity is a real baseline here
-    # MLP learns the dot-product structure slowest (as in the paper): its margin is smaller, and
-    # within a full suite run (other tests' torch thread settings) it measured 0.4775 vs 0.425.
-    assert hr_model > hr_popularity + (0.04 if kind == "mlp" else 0.1), (kind, hr_model, hr_popularity)
+    assert hr_model > hr_popularity + 0.1, (kind, hr_model, hr_popularity)
 
 
 @pytest.mark.parametrize("kind", ["gmf", "mlp", "neumf"])

@@ -13,8 +13,11 @@ from typing import Any, Sequence
 import yaml
 from pydantic import Field, ValidationError
 
+from sparkrec.config.autoencoder import AutoencoderConfig
 from sparkrec.config.base import Section
+from sparkrec.config.content import ContentConfig
 from sparkrec.config.evaluate import EvaluateConfig
+from sparkrec.config.explain import ExplainConfig
 from sparkrec.config.generate import GenerateConfig
 from sparkrec.config.input import InputConfig
 from sparkrec.config.pipeline import PipelineConfig
@@ -46,6 +49,9 @@ class Config(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     score: ScoreConfig = ScoreConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    content: ContentConfig = ContentConfig()
+    explain: ExplainConfig = ExplainConfig()
 
 
 def _split_key(dotted: str) -> list[str]:

@@ -7,8 +7,10 @@ from sparkrec.config.base import Section
 
 
 class TrainConfig(Section):
-    model: Literal["gmf", "mlp", "neumf"] = "neumf"
-    """Model family (He et al., Neural Collaborative Filtering, WWW 2017)."""
+    model: Literal["gmf", "mlp", "neumf", "hybrid", "autorec", "multvae"] = "neumf"
+    """Model: `gmf`, `mlp`, `neumf` (He et al., Neural Collaborative Filtering, WWW 2017);
+    `hybrid` (NeuMF plus a text-CNN item content tower, `content.*`); `autorec` (I-AutoRec,
+    explicit) and `multvae` (Mult-VAE, implicit), see `autoencoder.*`."""
 
     backend: Literal["local", "horovod", "torch"] = "local"
     """Launcher: one local process, horovod.spark.run, or Spark's TorchDistributor (DDP)."""

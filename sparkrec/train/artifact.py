@@ -9,10 +9,11 @@ import io
 from datetime import datetime, timezone
 
 import torch
+from torch import nn
 
 from sparkrec import lake
 from sparkrec.errors import SparkrecError
-from sparkrec.models.ncf import NCF, NCFConfig
+from sparkrec.models.registry import model_from_dict
 
 WEIGHTS = "model.pt"
 META = "model.json"
@@ -26,7 +27,7 @@ def save_model(lake_uri: str, name: str, state_dict: dict, meta: dict, publish: 
     """Write weights and metadata as a new version of ``models/<name>`` and, unless ``publish``
     is false, publish it (the pipeline publishes only after its quality gate: ``publish_model``).
 
-    ``meta`` must hold ``model`` (the ``NCFConfig`` as a dict); the rest (config, data hash,
+    ``meta`` must hold ``model`` (the model's config as a dict, see ``sparkrec.models.registry``); the rest (config, data hash,
     history, parent, ...) is stored as given, with ``created_at`` added.
 
     Returns
@@ -60,7 +61,7 @@ def read_meta(version: str) -> dict:
     return {**lake.read_json(uri), "version": version}
 
 
-def load_model_version(version: str) -> tuple[NCF, dict]:
+def load_model_version(version: str) -> tuple[nn.Module, dict]:
     """The model stored in one version folder, in eval mode on the CPU, and its ``model.json``.
 
     Raises
@@ -69,7 +70,10 @@ def load_model_version(version: str) -> tuple[NCF, dict]:
         Not a model folder, or its weights do not fit its recorded architecture.
     """
     meta = read_meta(version)
-    model = NCF(NCFConfig.from_dict(meta["model"]))
+    try:
+        model = model_from_dict(meta["model"])
+    except ValueError as e:
+        raise SparkrecError(f"{version}: {e}") from None
     uri = lake.join(version, WEIGHTS)
     try:
         model.load_state_dict(torch.load(io.BytesIO(lake.read_bytes(uri)), map_location="cpu", weights_only=True))
@@ -79,7 +83,7 @@ def load_model_version(version: str) -> tuple[NCF, dict]:
     return model.eval(), meta
 
 
-def load_model(lake_uri: str, name: str) -> tuple[NCF, dict]:
+def load_model(lake_uri: str, name: str) -> tuple[nn.Module, dict]:
     """The published model ``name`` in eval mode on the CPU, and its ``model.json``.
 
     Raises

@@ -1,0 +1,6 @@
+"""Autoencoder collaborative filtering settings (`autoencoder.*`): I-AutoRec and Mult-VAE."""
+from sparkrec.config.base import Section
+
+
+class AutoencoderConfig(Section):
+    pass

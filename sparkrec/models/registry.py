@@ -1,0 +1,31 @@
+"""Model kinds by name: how a saved ``model.json`` (its ``model`` dict) becomes a module again.
+
+Every model family registers its kinds here, so loading (``sparkrec.train.artifact``), scoring and
+evaluation never need to know which family a published model belongs to. A family provides a
+frozen config dataclass with ``kind``, ``to_dict()`` and ``from_dict()``, and a module class
+built from that config whose ``forward(user_idx, item_idx)`` returns raw scores [B] and whose
+``to_score(raw)`` maps them to the user-facing score.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from sparkrec.models.ncf import KINDS as NCF_KINDS, NCF, NCFConfig
+
+# kind -> (config class, module class)
+FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {kind: (NCFConfig, NCF) for kind in NCF_KINDS}
+
+
+def model_from_dict(model: dict) -> nn.Module:
+    """A freshly initialised module of the architecture ``model`` describes (a saved config dict).
+
+    Raises
+    ------
+    ValueError
+        Unknown kind, or an invalid configuration for it.
+    """
+    kind = model.get("kind")
+    if kind not in FAMILIES:
+        raise ValueError(f"unknown model kind {kind!r}; known kinds: {sorted(FAMILIES)}")
+    config_cls, module_cls = FAMILIES[kind]
+    return module_cls(config_cls.from_dict(model))
