@@ -70,9 +70,10 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--driver-memory", default="6g")
     parser.add_argument("--shuffle-partitions", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=OUT, help="work folder (a smaller log needs its own)")
     args = parser.parse_args(argv)
 
-    raw, lake_dir, floor_out = OUT / "raw", OUT / "lake", OUT / "floor"
+    raw, lake_dir, floor_out = args.out / "raw", args.out / "lake", args.out / "floor"
     cfg = load_config(None, [
         f"lake={lake_dir}", f"input.path={raw}", "input.format=parquet",
         f"generate.num_rows={args.rows}", f"generate.num_users={args.users}", f"generate.num_items={args.items}",
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     truth = json.loads(truth_file.read_text())
     rows = truth["rows"]
 
-    floor_s, prepare_s = [], []
+    floor_s, prepare_s, steps = [], [], []
     with PeakMemory(spark) as memory:
         for i in range(args.repeats):
             t0 = time.perf_counter()
@@ -102,7 +103,9 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             manifest = run_prepare(spark, cfg)
             prepare_s.append(time.perf_counter() - t0)
-            print(f"repeat {i}: read->write {floor_s[-1]:.1f}s, prepare {prepare_s[-1]:.1f}s", flush=True)
+            steps.append(manifest["step_seconds"])
+            print(f"repeat {i}: read->write {floor_s[-1]:.1f}s, prepare {prepare_s[-1]:.1f}s "
+                  f"{manifest['step_seconds']}", flush=True)
 
     c = manifest["counts"]
     floor_rate, prepare_rate = rows / statistics.median(floor_s), rows / statistics.median(prepare_s)
@@ -112,6 +115,7 @@ def main(argv=None) -> int:
         "kept": c["kept"], "quarantined": sum(c["quarantined_by_reason"].values()), "duplicates": c["duplicates"],
         "cores": os.cpu_count(), "driver_memory": args.driver_memory, "repeats": args.repeats,
         "floor_s": [round(s, 1) for s in floor_s], "prepare_s": [round(s, 1) for s in prepare_s],
+        "prepare_step_s_median": {k: statistics.median(s[k] for s in steps) for k in steps[0]},
     }, indent=2))
     print(f"I/O floor (read -> write): {floor_rate:,.0f} rows/s (median)")
     print(f"prepare:                   {prepare_rate:,.0f} rows/s (median)")

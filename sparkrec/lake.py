@@ -103,6 +103,13 @@ def publish(root: str, version: str, manifest: dict, pointer: str = "manifest.js
             fs.rm(p, recursive=True)
 
 
+def is_published(root: str, version: str, pointer: str = "manifest.json") -> bool:
+    """Whether ``root``'s pointer names ``version`` (a writer that failed after its switch must
+    not delete what readers now resolve)."""
+    uri = join(root, pointer)
+    return exists(uri) and read_json(uri).get("version") == version
+
+
 def resolve(root: str, pointer: str = "manifest.json") -> dict:
     """The manifest of the published version of ``root``; its ``version`` key is the folder URI."""
     uri = join(root, pointer)

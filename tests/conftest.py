@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from prepared_lakes import prepared_lake
 from sparkrec.config import load_config
 from sparkrec.session import get_spark
 
@@ -31,3 +32,15 @@ def spark(tmp_path_factory):
 def lake(tmp_path):
     """A fresh lake folder for one test."""
     return str(tmp_path / "lake")
+
+
+@pytest.fixture(scope="session")
+def implicit_lake(spark, tmp_path_factory):
+    """The shared implicit prepared lake (see prepared_lakes.py)."""
+    return prepared_lake(spark, tmp_path_factory, "implicit")
+
+
+@pytest.fixture(scope="session")
+def explicit_lake(spark, tmp_path_factory):
+    """The shared explicit prepared lake (see prepared_lakes.py)."""
+    return prepared_lake(spark, tmp_path_factory, "explicit")

@@ -28,6 +28,7 @@ KINDS = {
                  "prepare.num_files=3", "train.num_workers=1"],
 }
 SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
+QUIET = ["train.threads_per_worker=1", "train.log_every_steps=100000"]
 _made: dict[str, str] = {}
 
 
@@ -74,3 +75,8 @@ def sampled_hr_at_10(score, manifest: dict, negatives: int = 99, seed: int = 0) 
         items.append(np.array([i, *drawn]))
     scores = np.asarray(score(np.concatenate(users), np.concatenate(items))).reshape(len(test), negatives + 1)
     return float(((scores[:, 1:] >= scores[:, :1]).sum(axis=1) < 10).mean())
+
+
+def train_config(lake: str, name: str, *overrides: str):
+    """A quiet single-threaded training config on a prepared lake."""
+    return load_config(None, [f"lake={lake}", f"name={name}", *QUIET, *overrides])

@@ -16,6 +16,7 @@ import jobs.prepare_data as prepare_job
 from sparkrec.config import load_config
 from sparkrec.data import quality
 from sparkrec.data.prepare import load_manifest, run_prepare
+from sparkrec.data.split import is_cold_item
 from sparkrec.data.synthetic import START_TS, YEAR_S, generate_interactions, write_synthetic
 
 pytestmark = pytest.mark.spark
@@ -213,3 +214,33 @@ def test_job_refuses_time_split_without_timestamps(tmp_path, capsys):
     assert code == 1
     assert "prepare.split.kind=leave_last_out needs event times" in capsys.readouterr().err
     assert not (tmp_path / "lake").exists()
+
+
+def test_cold_items_held_out_wholly_in_test_and_stable(spark, tmp_path):
+    """Two runs on one log, with other split kinds and shuffle partitions, hold out the same items."""
+    raw, runs = tmp_path / "raw", {}
+    for kind, partitions in (("leave_last_out", 2), ("random", 5)):
+        overrides = settings(tmp_path / kind, raw, 3000, "prepare.split.cold_item_fraction=0.2",
+                             f"prepare.split.kind={kind}")
+        cfg = generate(spark, overrides)[0] if not runs else load_config(None, overrides)
+        spark.conf.set("spark.sql.shuffle.partitions", str(partitions))  # the choice ignores partitioning
+        try:
+            manifest = run_prepare(spark, cfg)
+        finally:
+            spark.conf.set("spark.sql.shuffle.partitions", "2")
+        vocab_df = spark.read.parquet(manifest["paths"]["item_vocab"])
+        items = {r["index"]: r["original_id"] for r in vocab_df.collect()}
+        vocab = {r["original_id"]: r["count"] for r in vocab_df.collect()}
+        counts = {name: {items[r["item_idx"]]: r["count"] for r in read_split(spark, manifest, name)
+                         .groupBy("item_idx").count().collect()} for name in ("train", "validation", "test")}
+        cold = {r["original_id"] for r in vocab_df.filter(is_cold_item(F.col("original_id"), 0.2, cfg.seed)).collect()}
+        assert 0.1 * len(vocab) < len(cold) < 0.3 * len(vocab)
+        assert not cold & (set(counts["train"]) | set(counts["validation"]))
+        assert all(counts["test"].get(item, 0) == vocab[item] for item in cold)
+        assert manifest["cold_items"] == sum(vocab[item] > 0 for item in cold) > 0
+        assert sum(counts["train"].values()) > 0.5 * manifest["counts"]["kept"]
+        c = manifest["counts"]
+        assert c["kept"] == sum(s["rows"] for s in manifest["splits"].values())
+        assert c["input"] == c["kept"] + sum(c["quarantined_by_reason"].values()) + c["duplicates"] + c["filtered"]
+        runs[kind] = cold, manifest["cold_items"]
+    assert runs["leave_last_out"] == runs["random"]

@@ -3,7 +3,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from sparkrec.config import ConfigError, load_config
-from sparkrec.data.split import assign_split, check_split_possible, split_leave_last_out, split_random, split_temporal
+from sparkrec.data.split import (
+    assign_split, check_split_possible, is_cold_item, split_leave_last_out, split_random, split_temporal,
+)
 from sparkrec.errors import SparkrecError
 
 pytestmark = pytest.mark.spark
@@ -73,6 +75,39 @@ def test_temporal_cutoffs(pairs):
     assert {r.split for r in only_test.select("split").distinct().collect()} == {"train", "test"}
 
 
+@pytest.mark.parametrize("kind", ["random", "leave_last_out", "temporal"])
+def test_cold_items_go_wholly_to_test(spark, kind):
+    """20k distinct pairs over 997 items: a quarter of the items are cold, chosen by ID alone."""
+    df = spark.range(0, 20_000, numPartitions=3).select(
+        F.concat(F.lit("u"), (F.col("id") % 500).cast("string")).alias("user_id"),
+        F.concat(F.lit("i"), (F.col("id") % 997).cast("string")).alias("item_id"),
+        (F.lit(1_600_000_000) + F.col("id") * 7919 % 1_000_000).alias("timestamp"))
+    cfg = load_config(None, [f"prepare.split.kind={kind}", "prepare.split.cold_item_fraction=0.25",
+                             "prepare.split.cutoffs=[1600800000]"]).prepare.split
+    got = split_of(assign_split(df, cfg, seed=5))
+    again = split_of(assign_split(df.repartition(7, "item_id"), cfg, seed=5))
+    assert again == got and len(got) == 20_000
+    by_item = {}
+    for (_, item), split in got.items():
+        by_item.setdefault(item, set()).add(split)
+    cold = {item for item, splits in by_item.items() if splits == {"test"}}
+    assert 200 <= len(cold) <= 300
+    flagged = {r.item_id for r in df.select("item_id").distinct()
+               .filter(is_cold_item(F.col("item_id"), 0.25, seed=5)).collect()}
+    assert cold == flagged
+    assert cold != {r.item_id for r in df.select("item_id").distinct()
+                    .filter(is_cold_item(F.col("item_id"), 0.25, seed=6)).collect()}
+    warm = {k: v for k, v in got.items() if k[1] not in cold}
+    assert {"train", "test"} <= set(warm.values())
+    if kind == "leave_last_out":  # every user still has exactly one warm test row, the latest warm one
+        rows = df.filter(~is_cold_item(F.col("item_id"), 0.25, seed=5)).collect()
+        latest = {}
+        for r in rows:
+            if r.user_id not in latest or (-r.timestamp, r.item_id) < (-latest[r.user_id][1], latest[r.user_id][0]):
+                latest[r.user_id] = (r.item_id, r.timestamp)
+        assert {(u, i) for (u, i), s in warm.items() if s == "test"} == {(u, i) for u, (i, _) in latest.items()}
+
+
 def test_time_splits_refused_without_timestamps_and_bad_config(spark):
     cfg = load_config(None, ["prepare.split.kind=temporal", "prepare.split.cutoffs=[5]"]).prepare.split
     with pytest.raises(SparkrecError, match=r"kind=temporal needs event times.*input\.columns\.timestamp"):
@@ -82,6 +117,8 @@ def test_time_splits_refused_without_timestamps_and_bad_config(spark):
         load_config(None, ["prepare.split.kind=temporal"])
     with pytest.raises(ConfigError, match=r"summing to 1, got \[0.5, 0.1, 0.1\]"):
         load_config(None, ["prepare.split.fractions=[0.5, 0.1, 0.1]"])
+    with pytest.raises(ConfigError, match="cold_item_fraction"):
+        load_config(None, ["prepare.split.cold_item_fraction=1.0"])
     with pytest.raises(ConfigError, match="strictly ascending"):
         load_config(None, ["prepare.split.kind=temporal", "prepare.split.cutoffs=[9, 5]"])
     df = spark.createDataFrame([("a", "i", 1)], SCHEMA)

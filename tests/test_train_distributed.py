@@ -13,7 +13,7 @@ import psutil
 import pytest
 import torch
 
-from prepared_lakes import prepared_lake, read_split
+from prepared_lakes import read_split
 from sparkrec import lake as lakes
 from sparkrec.config import load_config
 from sparkrec.data.prepare import load_manifest
@@ -25,11 +25,6 @@ from sparkrec.train.launch import run_training
 
 pytestmark = [pytest.mark.spark, pytest.mark.distributed]
 BATCH = 512
-
-
-@pytest.fixture(scope="module")
-def explicit_lake(spark, tmp_path_factory):
-    return prepared_lake(spark, tmp_path_factory, "explicit")
 
 
 def two_workers(lake, name, backend, *overrides):

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from jobs.train_ncf import main as train_main
-from prepared_lakes import prepared_lake, read_split, sampled_hr_at_10
+from prepared_lakes import QUIET, read_split, sampled_hr_at_10, train_config as config
 from sparkrec import lake as lakes
-from sparkrec.config import load_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
 from sparkrec.train.artifact import load_model, model_root
@@ -24,7 +23,6 @@ from sparkrec.train.launch import run_training
 
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parents[1]
-QUIET = ["train.threads_per_worker=1", "train.log_every_steps=100000"]
 # Per-model settings that learn this data in a few seconds. MLP learns the dot-product structure
 # slowest (as in the paper): with batch 1024 its HR@10 ranged 0.48-0.60 over row orders of the
 # same data; with batch 256 (4x the steps) 0.68-0.70 over three orders, against 0.43-0.46.
@@ -34,20 +32,6 @@ IMPLICIT = {"gmf": ["train.epochs=10", "train.lr=0.01"],
 EXPLICIT = {"gmf": ["train.epochs=8", "train.lr=0.01"],
             "mlp": ["train.epochs=8", "train.lr=0.01", "train.batch_size=256"],
             "neumf": ["train.epochs=8", "train.lr=0.01"]}
-
-
-@pytest.fixture(scope="module")
-def implicit_lake(spark, tmp_path_factory):
-    return prepared_lake(spark, tmp_path_factory, "implicit")
-
-
-@pytest.fixture(scope="module")
-def explicit_lake(spark, tmp_path_factory):
-    return prepared_lake(spark, tmp_path_factory, "explicit")
-
-
-def config(lake, name, *overrides):
-    return load_config(None, [f"lake={lake}", f"name={name}", *QUIET, *overrides])
 
 
 def raw_scores(model):

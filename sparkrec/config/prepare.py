@@ -23,6 +23,12 @@ class SplitConfig(Section):
     """`temporal` only: ascending epoch-second cutoffs, `[test]` or `[validation, test]`; an event
     at or after a cutoff goes to the later split."""
 
+    cold_item_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of items held out as cold-start items (0 = none): an item is cold when a seeded hash of
+    its original ID falls below this, so the choice is stable across runs and partitionings. All
+    of a cold item's kept interactions go to test, whatever `kind`; it keeps its vocabulary index.
+    `leave_last_out` ranks each user's other interactions only."""
+
     @model_validator(mode="after")
     def _check(self) -> "SplitConfig":
         if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-9:

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import time
 from datetime import datetime, timezone
 
 import fsspec
@@ -22,16 +23,17 @@ from pyspark.sql import functions as F
 
 from sparkrec import lake
 from sparkrec.columns import (
-    INDEX, ITEM_ID, ITEM_IDX, LABEL, ORIGINAL_ID, RATING, REASON, TIMESTAMP, USER_ID, USER_IDX,
+    COUNT, INDEX, ITEM_ID, ITEM_IDX, LABEL, ORIGINAL_ID, RATING, REASON, TIMESTAMP, USER_ID, USER_IDX,
 )
 from sparkrec.config import Config, dump_config
+from sparkrec.config.prepare import SplitConfig
 from sparkrec.data import quality
 from sparkrec.data.dedupe import EVENTS, FIRST_TS, ROWS, dedupe
 from sparkrec.data.filters import kcore, positives
 from sparkrec.data.index_ids import build_vocab, id_stats
 from sparkrec.data.parquet_layout import Layout, read_layout
 from sparkrec.data.read_log import read_log
-from sparkrec.data.split import SPLIT, SPLITS, assign_split, check_split_possible
+from sparkrec.data.split import SPLIT, SPLITS, assign_split, check_split_possible, is_cold_item
 from sparkrec.data.validate import check_rows, quarantined_rows, valid_rows
 from sparkrec.errors import SparkrecError
 
@@ -39,6 +41,21 @@ log = logging.getLogger(__name__)
 
 PREPARED = "prepared"
 OUTPUT_SCHEMA = f"{USER_IDX} long, {ITEM_IDX} long, {LABEL} float, {TIMESTAMP} long"
+
+
+class StepClock:
+    """Wall seconds of each prepare step, in run order; logged at INFO and kept in the manifest
+    (``step_seconds``) so a slow run says where its time went."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 2)
+        self._last = now
+        log.info("prepare step %s: %.1fs", step, self.seconds[step])
 
 
 def prepared_root(lake_uri: str | os.PathLike) -> str:
@@ -102,11 +119,6 @@ def _previous_vocab(spark: SparkSession, cfg: Config) -> dict | None:
             "data_hash": previous["data_hash"]}
 
 
-def _is_published(root: str, version: str) -> bool:
-    pointer = lake.join(root, "manifest.json")
-    return lake.exists(pointer) and lake.read_json(pointer).get("version") == version
-
-
 def _write_vocab(stats: DataFrame, previous: DataFrame | None, previous_size: int, uri: str) -> int:
     stats = stats.persist(StorageLevel.MEMORY_AND_DISK)  # read by the bucket count and the numbering
     try:
@@ -121,6 +133,14 @@ def _write_vocab(stats: DataFrame, previous: DataFrame | None, previous_size: in
                             f"{check['distinct']}, min {check['lo']}, max {check['hi']}); "
                             f"rerun with prepare.extend_vocab=false")
     return check["n"]
+
+
+def _count_cold_items(item_vocab: DataFrame, cfg: SplitConfig, seed: int) -> int:
+    """Cold items with kept interactions in this version: all of those rows are in test."""
+    if cfg.cold_item_fraction == 0:
+        return 0
+    cold = is_cold_item(F.col(ORIGINAL_ID), cfg.cold_item_fraction, seed)
+    return item_vocab.filter((F.col(COUNT) > 0) & cold).count()
 
 
 def _write_splits(df: DataFrame, version: str, num_files: int, row_group_bytes: int) -> dict[str, Layout]:
@@ -155,9 +175,10 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
         ``quarantined_by_reason``, ``duplicates``, ``filtered``, ``duplicates_by_kind``,
         ``filtered_by``}, ``num_users``, ``num_items``, ``implicit``, ``rating_range``,
         ``splits`` {name: {``path``, ``rows``, ``files``, ``row_groups``}}, ``schema``,
-        ``paths``, plus ``kcore``, ``num_files``, ``parent_data_hash`` and the resolved
-        ``config``. Split tables hold ``user_idx`` long, ``item_idx`` long, ``label`` float
-        (rating, or 1.0 when implicit), ``timestamp`` long.
+        ``paths``, ``cold_items`` (cold-start items with test rows), plus ``kcore``, ``num_files``,
+        ``parent_data_hash``, the resolved ``config`` and ``step_seconds`` (wall time per step).
+        Split tables hold ``user_idx`` long, ``item_idx`` long, ``label`` float (rating, or 1.0
+        when implicit), ``timestamp`` long.
 
     Raises
     ------
@@ -178,7 +199,10 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
     version = lake.new_version(root)
     num_files = files_per_split(p.num_files, cfg.train.num_workers)
     persisted: list[DataFrame] = []
+    clock = StepClock()
     try:
+        # Parsing twice (here and for dedupe) is cheaper than caching the parsed rows: building an
+        # in-memory cache of the string columns cost 2.5x a parse in bench/prepare_bench.py.
         input_rows = raw.count()
         checked = check_rows(raw, p.rating_min, p.rating_max)
         quarantine_uri = lake.join(version, "quarantine")
@@ -186,6 +210,7 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
         found = dict(spark.read.parquet(quarantine_uri).groupBy(REASON).count().collect())
         by_reason = {reason: found.pop(reason, 0) for reason in quality.REASONS}
         assert not found, f"unknown quarantine reasons {found}"
+        clock.lap("quarantine")
 
         deduped = dedupe(valid_rows(checked), p.dedupe).persist(StorageLevel.MEMORY_AND_DISK)
         persisted.append(deduped)
@@ -195,6 +220,7 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
         if input_rows != sum(by_reason.values()) + valid:
             raise SparkrecError(f"counts do not reconcile: read {input_rows} rows but quarantined "
                                 f"{sum(by_reason.values())} and validated {valid}")
+        clock.lap("dedupe")
 
         kept, candidates = deduped, pairs
         if p.implicit_threshold is not None:
@@ -210,6 +236,7 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
             raise SparkrecError(f"no interactions left to train on: {input_rows} read, {by_reason} quarantined, "
                                 f"{valid - pairs} duplicates, {pairs - candidates} below the implicit threshold, "
                                 f"{candidates} filtered by the k-core minimums; check input.* and prepare.*")
+        clock.lap("filters")
 
         paths = {name: lake.join(version, name) for name in ("quarantine", "user_vocab", "item_vocab")}
         prev = previous or {}
@@ -218,6 +245,8 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
         num_items = _write_vocab(id_stats(kept, ITEM_ID, FIRST_TS), prev.get("items"), prev.get("num_items", 0),
                                  paths["item_vocab"])
 
+        cold_items = _count_cold_items(spark.read.parquet(paths["item_vocab"]), p.split, cfg.seed)
+        clock.lap("vocabularies")
         users = spark.read.parquet(paths["user_vocab"]).select(
             F.col(ORIGINAL_ID).alias(USER_ID), F.col(INDEX).alias(USER_IDX))
         items = spark.read.parquet(paths["item_vocab"]).select(
@@ -226,6 +255,7 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
         out = (assign_split(kept, p.split, cfg.seed).join(users, USER_ID).join(items, ITEM_ID)
                .select(USER_IDX, ITEM_IDX, label.cast("float").alias(LABEL), TIMESTAMP, SPLIT))
         layouts = _write_splits(out, version, num_files, p.row_group_bytes)
+        clock.lap("split_write")
 
         written = sum(layout.rows for layout in layouts.values())
         if written != core.rows:
@@ -256,6 +286,7 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
             "counts": counts,
             "num_users": num_users,
             "num_items": num_items,
+            "cold_items": cold_items,
             "implicit": implicit,
             "rating_range": [float(min(lo for lo, _ in labels)), float(max(hi for _, hi in labels))],
             "splits": splits,
@@ -265,9 +296,10 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
             "num_files": num_files,
             "config": dump_config(cfg),
         }
-        lake.publish(root, version, manifest)
+        clock.lap("manifest")
+        lake.publish(root, version, {**manifest, "step_seconds": clock.seconds})
     except BaseException:
-        if not _is_published(root, version):  # publish may fail while pruning, after the switch
+        if not lake.is_published(root, version):  # publish may fail while pruning, after the switch
             lake.remove(version)  # never published: do not leave it for the next publish to weigh
         raise
     finally:

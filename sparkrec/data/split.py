@@ -11,12 +11,20 @@ from sparkrec.errors import SparkrecError
 SPLIT = "split"
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
+_COLD = "_cold"
+_COLD_SALT = "cold_item"  # makes the cold-item hash independent of the pair hash of split_random
 
 
-def _unit_hash(seed: int, *cols: str) -> Column:
+def _unit_hash(seed: int, *cols: str | Column) -> Column:
     """A uniform [0, 1) number that is a pure function of (seed, cols): stable across runs."""
     bits = F.pmod(F.xxhash64(F.lit(seed), *cols), F.lit(1 << 53))
     return bits.cast("double") / float(1 << 53)
+
+
+def is_cold_item(item: Column, fraction: float, seed: int) -> Column:
+    """True for the items held out as cold-start items: a seeded hash of the original item ID
+    below ``fraction``, so the same IDs are cold on every run and whatever the partitioning."""
+    return _unit_hash(seed, F.lit(_COLD_SALT), item) < fraction
 
 
 def split_random(df: DataFrame, fractions: list[float], seed: int) -> DataFrame:
@@ -30,21 +38,26 @@ def split_random(df: DataFrame, fractions: list[float], seed: int) -> DataFrame:
     return df.withColumn(SPLIT, F.when(u < train, TRAIN).when(u < train + validation, VALIDATION).otherwise(TEST))
 
 
-def split_leave_last_out(df: DataFrame, validation: bool) -> DataFrame:
+def split_leave_last_out(df: DataFrame, validation: bool, cold: Column | None = None) -> DataFrame:
     """Per user, the latest interaction is test and (with ``validation``) the second latest is
     validation; the rest is train. Ties in time go to the smaller ``item_id`` first.
 
     A user is held out from only while at least one interaction stays in train (2 rows for a
     test row, 3 for test and validation), so every evaluated user is known to the model.
+    Rows where ``cold`` is true are test and are left out of the ranking and the counts.
     Returns ``df`` with ``split`` string added.
     """
-    by_user = Window.partitionBy(USER_ID)
+    if cold is not None:  # rank each user's cold and warm rows apart; the cold ones become test below
+        df = df.withColumn(_COLD, cold)
+    by_user = Window.partitionBy(USER_ID, *([_COLD] if cold is not None else []))
     latest_first = by_user.orderBy(F.col(TIMESTAMP).desc(), F.col(ITEM_ID).asc())
     rank, n = F.row_number().over(latest_first), F.count(F.lit(1)).over(by_user)
     split = F.when((rank == 1) & (n >= 2), TEST)
     if validation:
         split = split.when((rank == 2) & (n >= 3), VALIDATION)
-    return df.withColumn(SPLIT, split.otherwise(TRAIN))
+    if cold is None:
+        return df.withColumn(SPLIT, split.otherwise(TRAIN))
+    return df.withColumn(SPLIT, F.when(F.col(_COLD), TEST).otherwise(split.otherwise(TRAIN))).drop(_COLD)
 
 
 def split_temporal(df: DataFrame, cutoffs: list[int]) -> DataFrame:
@@ -76,10 +89,11 @@ def assign_split(df: DataFrame, cfg: SplitConfig, seed: int) -> DataFrame:
     Returns
     -------
     DataFrame
-        ``df`` with ``split`` string added: one of ``train``, ``validation``, ``test``.
+        ``df`` with ``split`` string added: one of ``train``, ``validation``, ``test``; every
+        row of a cold item (``cfg.cold_item_fraction``) is ``test``.
     """
-    if cfg.kind == "random":
-        return split_random(df, cfg.fractions, seed)
+    cold = is_cold_item(F.col(ITEM_ID), cfg.cold_item_fraction, seed) if cfg.cold_item_fraction > 0 else None
     if cfg.kind == "leave_last_out":
-        return split_leave_last_out(df, cfg.validation)
-    return split_temporal(df, cfg.cutoffs)
+        return split_leave_last_out(df, cfg.validation, cold)
+    split = split_random(df, cfg.fractions, seed) if cfg.kind == "random" else split_temporal(df, cfg.cutoffs)
+    return split if cold is None else split.withColumn(SPLIT, F.when(cold, TEST).otherwise(F.col(SPLIT)))

@@ -37,6 +37,7 @@ NUM_CLUSTERS = 16
 
 # Independent random streams per row.
 _S_USER, _S_DIRT, _S_DIRT_KIND, _S_TIME, _S_NOISE, _S_CAND, _S_GUMBEL, _S_UFAC = range(8)
+_S_TEXT_TOPIC, _S_TEXT_NOISE, _S_TEXT_ORDER = range(8, 11)
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -74,9 +75,14 @@ def item_model(seed: int, num_items: int, factors: int, exponent: float) -> tupl
     return item_factors, cdf / cdf[-1]
 
 
+def cluster_centroids(seed: int, factors: int) -> np.ndarray:
+    """The planted taste clusters [NUM_CLUSTERS, factors] users are grouped around."""
+    return np.random.default_rng([seed, 2]).standard_normal((NUM_CLUSTERS, factors))
+
+
 def user_factors(seed: int, users: np.ndarray, factors: int) -> np.ndarray:
     """Planted user factors: a cluster centroid plus personal noise, a pure function of the ID."""
-    centroids = np.random.default_rng([seed, 2]).standard_normal((NUM_CLUSTERS, factors))
+    centroids = cluster_centroids(seed, factors)
     cluster = (uniform(seed, users, 100) * NUM_CLUSTERS).astype(np.int64)
     cells = users[:, None].astype(np.uint64) * np.uint64(factors) + np.arange(factors, dtype=np.uint64)
     noise = _normal(seed, cells.ravel(), _S_UFAC).reshape(len(users), factors)
@@ -210,3 +216,62 @@ def write_synthetic(df: DataFrame, path: str, fmt: str, csv_delimiter: str = ","
     truth = dirt_truth(df)
     lake.write_json_atomic(lake.join(uri, "_truth.json"), truth)
     return truth
+
+
+# Item text: words of the item's planted taste cluster, words naming the signs of its strongest
+# latent factors, and noise words shared by all items.
+TOPIC_WORDS = 12       # distinct words per cluster
+NOISE_WORDS = 40       # distinct noise words
+
+
+def item_clusters(cfg: GenerateConfig) -> np.ndarray:
+    """Planted cluster of every item [num_items]: the taste cluster whose centroid likes it most."""
+    q, _ = item_model(cfg.seed, cfg.num_items, cfg.factors, cfg.popularity_exponent)
+    return np.argmax(q @ cluster_centroids(cfg.seed, cfg.factors).T, axis=1)
+
+
+def _item_text(cfg: GenerateConfig, items: np.ndarray, topic_words: int, factor_words: int,
+               noise_words: int) -> list[str]:
+    q, _ = item_model(cfg.seed, cfg.num_items, cfg.factors, cfg.popularity_exponent)
+    cluster = item_clusters(cfg)[items]
+    per_item = topic_words + factor_words + noise_words
+    cells = items[:, None].astype(np.uint64) * np.uint64(per_item) + np.arange(per_item, dtype=np.uint64)
+    topic = (uniform(cfg.seed, cells[:, :topic_words].ravel(), _S_TEXT_TOPIC) * TOPIC_WORDS).astype(np.int64)
+    noise = (uniform(cfg.seed, cells[:, per_item - noise_words:].ravel(), _S_TEXT_NOISE) * NOISE_WORDS).astype(np.int64)
+    order = uniform(cfg.seed, cells.ravel(), _S_TEXT_ORDER).reshape(len(items), per_item)
+    strongest = np.argsort(-np.abs(q[items]), axis=1)[:, :factor_words]
+    texts = []
+    for row in range(len(items)):
+        words = [f"topic{cluster[row]}w{w}" for w in topic[row * topic_words:(row + 1) * topic_words]]
+        words += [f"factor{k}{'up' if q[items[row], k] > 0 else 'down'}" for k in strongest[row]]
+        words += [f"noise{w}" for w in noise[row * noise_words:(row + 1) * noise_words]]
+        texts.append(" ".join(np.asarray(words)[np.argsort(order[row])]))
+    return texts
+
+
+def generate_item_text(spark: SparkSession, cfg: GenerateConfig, *, topic_words: int = 3, factor_words: int = 3,
+                       noise_words: int = 3, item_col: str = "item_id", text_col: str = "text") -> DataFrame:
+    """Item text whose words carry the planted structure, so content predicts preference.
+
+    Each item's text mixes, in a seeded random order: ``topic_words`` words drawn from the 12
+    words of its planted cluster (:func:`item_clusters`), one word per each of its
+    ``factor_words`` largest latent factors naming that factor's sign, and ``noise_words`` words
+    drawn from 40 shared noise words. A pure function of (seed, item), like the log.
+
+    Returns
+    -------
+    DataFrame
+        ``item_col`` string ("i<n>", the log's item IDs), ``text_col`` string (space-separated
+        words); one row per item of ``cfg.num_items``.
+    """
+    if not 0 <= factor_words <= cfg.factors:
+        raise ValueError(f"factor_words={factor_words} must be between 0 and generate.factors={cfg.factors}")
+
+    def batches(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            items = frame["id"].to_numpy()
+            yield pd.DataFrame({item_col: "i" + pd.Series(items).astype(str),
+                                text_col: _item_text(cfg, items, topic_words, factor_words, noise_words)})
+
+    ids = spark.range(0, cfg.num_items, numPartitions=min(cfg.partitions, cfg.num_items))
+    return ids.mapInPandas(batches, schema=f"`{item_col}` string, `{text_col}` string")

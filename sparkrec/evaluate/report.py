@@ -127,6 +127,24 @@ def _definition_list(items: dict) -> str:
     return "<ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {text(v)}</li>" for k, v in items.items()) + "</ul>"
 
 
+def _features(pairs: Sequence[Sequence]) -> str:
+    return ", ".join(f"{html.escape(str(f))} ({a:+.3f})" for f, a in pairs) or "–"
+
+
+def explanations_section(digest: dict) -> str:
+    """Why the model recommends what it does, for a few users (``explanations/<name>/`` digest):
+    the features that pushed each recommendation's score up and down the most."""
+    rows = "".join(
+        f"<tr><td>{html.escape(r['user_id'])}</td><td>{html.escape(r['item_id'])}</td><td>{_fmt(r['score'])}</td>"
+        f"<td>{html.escape(r['kind'])}</td><td style='text-align:left'>{_features(r['positive'])}</td>"
+        f"<td style='text-align:left'>{_features(r['negative'])}</td></tr>" for r in digest["rows"])
+    return (f"<h2>Explanations</h2><p>Attributions ({html.escape(digest['method'])}) of the raw score to the "
+            f"user's history items or the item's content tokens, of model {html.escape(digest['model_version'])} "
+            f"({html.escape(digest['created_at'])}); largest |sum − (score − baseline score)| over all pairs: "
+            f"{digest['max_abs_delta']:.2e}.</p><table><tr><th>user</th><th>recommended item</th><th>score</th>"
+            f"<th>input</th><th>pushed up</th><th>pushed down</th></tr>{rows}</table>")
+
+
 def render_report(metrics: dict, history: Optional[Sequence[dict]] = None) -> str:
     """The report as one HTML document (UTF-8 text, images inline).
 
@@ -165,6 +183,8 @@ def render_report(metrics: dict, history: Optional[Sequence[dict]] = None) -> st
     parts.append("<h2>Training curves</h2>")
     curves = training_curves_png(history or [])
     parts.append(_img(curves, "training curves") if curves else "<p>No per-epoch history recorded.</p>")
+    if metrics.get("explanations"):
+        parts.append(explanations_section(metrics["explanations"]))
     parts.append(f"<h2>Metric definitions</h2><ul>{''.join(f'<li>{html.escape(d)}</li>' for d in metrics['definitions'])}</ul>")
     notes = [n for r in results.values() for n in r.get("notes", [])]
     if notes:

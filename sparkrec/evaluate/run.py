@@ -23,12 +23,14 @@ from sparkrec.evaluate.baselines import GlobalMean, MllibAls, Popularity, Recomm
 from sparkrec.evaluate.candidates import (
     full_ranking_lists, interactions, relevant_test_pairs, sample_negatives, sampled_lists,
 )
+from sparkrec.evaluate.cold_items import evaluate_cold_items
 from sparkrec.evaluate.ranking_metrics import (
     LIST_ID, RANK, catalog_coverage, mean_over_users, per_list_metrics, rank_by_score,
 )
 from sparkrec.evaluate.rating_metrics import rating_metrics
 from sparkrec.evaluate.report import render_report
 from sparkrec.evaluate.subjects import TopKTable, TrainedModel
+from sparkrec.explain.store import explanation_digest
 from sparkrec.train.artifact import read_meta
 
 SPLITS = ("train", "validation", "test")
@@ -169,8 +171,11 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
     dict
         The published ``metrics.json``: ``name``, ``created_at``, ``subject`` (what was evaluated),
         ``data`` (prepared version, data hash, implicit, sizes), ``k``, ``protocols`` {``full``,
-        ``sampled``: description and settings}, ``counts``, ``results`` {recommender: ``role``
-        (model | scores | baseline), ``rating``, ``sampled``, ``full``, ``seconds``, ``notes``},
+        ``sampled``, ``cold_items``: description and settings}, ``counts``, ``results`` {recommender:
+        ``role`` (model | scores | baseline), ``rating``, ``sampled``, ``full``, ``seconds``, ``notes``},
+        ``cold_items`` (see ``sparkrec.evaluate.cold_items.evaluate_cold_items``),
+        ``explanations`` (a digest of ``explanations/<name>/``, see
+        ``sparkrec.explain.store.explanation_digest``; null when none are published),
         ``skipped_baselines``, ``definitions``, ``config``, ``report`` (URI of report.html) and
         ``version`` (the report's folder URI).
 
@@ -200,7 +205,12 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
     # -- what every recommender is judged on ---------------------------------------------------
     known = _pairs_of(splits, exclude_splits).cache()
     threshold = None if implicit else e.relevance_threshold
-    positives = relevant_test_pairs(test, known, threshold).cache()
+    all_positives = relevant_test_pairs(test, known, threshold)
+    # Held-out cold items (prepare.split.cold_item_fraction) are judged by the cold-item protocol
+    # alone: in the others they would only measure that untrained items cannot be ranked.
+    warm_only = bool(prepared.get("cold_items"))
+    positives = (all_positives.join(train.select(ITEM_IDX).distinct(), ITEM_IDX, "left_semi") if warm_only
+                 else all_positives).cache()
     sampled = sampled_lists(positives)
     negatives, targets = sample_negatives(sampled, _pairs_of(splits, SPLITS), num_items, e.num_negatives, cfg.seed)
     data = EvalData(
@@ -222,6 +232,7 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
     for rec in baselines:
         name = rec.name if rec.name not in results else f"{rec.name} (baseline)"
         results[name] = {"role": "baseline", **evaluate_recommender(rec, data, implicit), "notes": []}
+    cold = evaluate_cold_items(subject, train, all_positives, known, num_items, ks, cfg.seed)
 
     # -- publish -------------------------------------------------------------------------------
     root = lake.join(lake_uri, "reports", cfg.name)
@@ -243,9 +254,16 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
                                        f"uniformly (seed {cfg.seed}) from those the user never interacted with in "
                                        f"any split; distinct within a list (NCF protocol).",
                         "num_negatives": e.num_negatives, "seed": cfg.seed},
+            "cold_items": {"description": "Each user with training interactions and a relevant test item among the "
+                                          "items without training interactions (cold items) ranks every cold item "
+                                          "except its known interactions; popularity can only order them at random "
+                                          "(all have zero training interactions).",
+                           "depth": max(ks), "excluded_from_other_protocols": warm_only},
         },
         "counts": counts,
         "results": results,
+        "cold_items": cold,
+        "explanations": explanation_digest(spark, lake_uri, cfg.name),
         "skipped_baselines": skipped,
         "definitions": DEFINITIONS,
         "config": dump_config(cfg),

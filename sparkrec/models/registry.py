@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from torch import nn
 
+from sparkrec.models.autoencoders import AutoRec, AutoRecConfig, MultVAE, MultVAEConfig
+from sparkrec.models.hybrid import KIND as HYBRID_KIND, HybridConfig, HybridNCF
 from sparkrec.models.ncf import KINDS as NCF_KINDS, NCF, NCFConfig
 
 # kind -> (config class, module class)
 FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {kind: (NCFConfig, NCF) for kind in NCF_KINDS}
+FAMILIES["autorec"] = (AutoRecConfig, AutoRec)
+FAMILIES["multvae"] = (MultVAEConfig, MultVAE)
+FAMILIES[HYBRID_KIND] = (HybridConfig, HybridNCF)
+# Kinds that score items without training interactions (from item content).
+COLD_ITEM_KINDS = frozenset({HYBRID_KIND})
 
 
 def model_from_dict(model: dict) -> nn.Module:

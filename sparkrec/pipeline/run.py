@@ -1,4 +1,5 @@
-"""The scheduled pipeline: prepare -> train -> quality gate -> evaluate -> score, in one Spark app.
+"""The scheduled pipeline: prepare -> [item content] -> train -> quality gate -> evaluate -> score,
+in one Spark app (the content stage runs when ``content.source`` is set).
 
 Each stage records in the run summary what it consumed (``inputs``: manifest and config hashes)
 and what it published (``outputs``). A stage is skipped when its inputs equal those of the last
@@ -20,6 +21,7 @@ from pyspark.sql import SparkSession
 
 from sparkrec import lake
 from sparkrec.config import Config, dump_config
+from sparkrec.data.content import content_root, run_prepare_content
 from sparkrec.data.prepare import config_hash, input_fingerprint, load_manifest, run_prepare
 from sparkrec.errors import QualityGateBlocked, SparkrecError
 from sparkrec.evaluate.run import METRICS_FILE, run_evaluate
@@ -98,11 +100,22 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
             lambda: _prepare_outputs(run_prepare(spark, cfg)))
         prepared = load_manifest(r.lake)
 
+        content = None
+        if cfg.content.source != "none":
+            current = "content"
+            content = r.stage(
+                "content",
+                {"data_hash": prepared["data_hash"], "content": cfg.content.model_dump(mode="json"),
+                 "input": input_fingerprint(lake.normalize_uri(cfg.content.path))},
+                lambda: _published(content_root(r.lake)),
+                lambda: _content_outputs(run_prepare_content(spark, cfg)))
+
         current = "train"
         models = model_root(r.lake, cfg.name)
         trained = r.stage(
             "train",
-            {"data_hash": prepared["data_hash"], "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed},
+            {"data_hash": prepared["data_hash"], "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed,
+             **({"content": content["version"]} if content else {})},
             lambda: _published(models),
             lambda: _train_and_gate(spark, cfg, r, prepared))
 
@@ -151,6 +164,11 @@ def _prepare_outputs(manifest: dict) -> dict:
     return {"version": manifest["version"], "data_hash": manifest["data_hash"], "counts": manifest["counts"],
             "num_users": manifest["num_users"], "num_items": manifest["num_items"],
             "split_rows": {k: v["rows"] for k, v in manifest["splits"].items()}}
+
+
+def _content_outputs(manifest: dict) -> dict:
+    return {"version": manifest["version"], "data_hash": manifest["data_hash"], "counts": manifest["counts"],
+            "vocab_size": manifest["vocab_size"]}
 
 
 def _train_and_gate(spark: SparkSession, cfg: Config, r: Run, prepared: dict) -> dict:

@@ -224,16 +224,19 @@ def make_scorer(model: nn.Module, num_items: int, check_pairs: int = 256, seed: 
     SparkrecError
         The decomposition disagrees with ``forward`` (the model no longer follows the contract).
     """
-    if not has_ncf_structure(model):
+    # A model that can bake itself into a plain NCF (the hybrid: ID + content item vectors) is
+    # served through that NCF; the check below still compares against its own forward.
+    served = model.as_ncf() if hasattr(model, "as_ncf") else model
+    if not has_ncf_structure(served):
         return PairwiseScorer(model, num_items)
-    scorer = DecomposedNCF(model)
+    scorer = DecomposedNCF(served)
     if scorer.num_items != num_items:
         raise SparkrecError(f"model has {scorer.num_items} items but {num_items} were expected; "
                             f"score with the prepared data the model was trained on")
     if check_pairs:
         with torch.inference_mode():
             gen = torch.Generator().manual_seed(seed)
-            num_users = (model.user_gmf if hasattr(model, "user_gmf") else model.user_mlp).num_embeddings
+            num_users = (served.user_gmf if hasattr(served, "user_gmf") else served.user_mlp).num_embeddings
             users = torch.randint(num_users, (check_pairs,), generator=gen)
             items = torch.randint(num_items, (check_pairs,), generator=gen)
             direct = model(users, items)

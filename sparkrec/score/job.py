@@ -16,6 +16,7 @@ from sparkrec.columns import INDEX, ITEM_ID, ITEM_IDX, ORIGINAL_ID, REASON, USER
 from sparkrec.config import Config, dump_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
+from sparkrec.score.cold_items import scores_cold_items, servable_items
 from sparkrec.score.columns import BUCKET, PREDICTION, RANK, SCORE
 from sparkrec.score.model_ref import resolve_model
 from sparkrec.train.artifact import read_meta
@@ -71,7 +72,8 @@ def score_top_k(spark: SparkSession, cfg: Config, model: str, meta: dict, prepar
     recs = recommend(spark, model, requested, _vocab(spark, prepared["paths"]["item_vocab"], ITEM_ID, ITEM_IDX),
                      train, exclude, s.k, only_trained_items=s.only_trained_items,
                      num_items=meta["model"]["num_items"], buckets=s.buckets, batch_users=s.batch_users,
-                     chunk_mib=s.chunk_mib, users_per_task=s.users_per_task)
+                     chunk_mib=s.chunk_mib, users_per_task=s.users_per_task,
+                     content_items=servable_items(spark, model) if scores_cold_items(meta) else None)
     manifest = {
         **_base_manifest(cfg, meta, prepared, "top_k"),
         "k": s.k, "users": recs.users, "cold_start_users": recs.cold_start_users,

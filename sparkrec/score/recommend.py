@@ -28,7 +28,8 @@ class Recommendations:
 
 def recommend(spark: SparkSession, model: str, requested: DataFrame, item_vocab: DataFrame, train: DataFrame,
               exclude: DataFrame | None, k: int, *, only_trained_items: bool, num_items: int, buckets: int,
-              batch_users: int, chunk_mib: float, users_per_task: int) -> Recommendations:
+              batch_users: int, chunk_mib: float, users_per_task: int,
+              content_items: DataFrame | None = None) -> Recommendations:
     """Top-``k`` items for every requested user.
 
     Parameters
@@ -45,6 +46,9 @@ def recommend(spark: SparkSession, model: str, requested: DataFrame, item_vocab:
         ``user_idx``, ``item_idx`` pairs never recommended back.
     only_trained_items : bool
         Candidates are the items in ``train``, else every item of the model (``num_items``).
+    content_items : DataFrame, optional
+        ``item_idx``: items the model scores from content (a hybrid model's cold items), added
+        to the trained candidates.
 
     Returns
     -------
@@ -57,6 +61,8 @@ def recommend(spark: SparkSession, model: str, requested: DataFrame, item_vocab:
     warm = requested.join(trained_users, USER_IDX, "left_semi")
     cold = requested.join(trained_users, USER_IDX, "left_anti")  # includes unknown IDs (null index)
     candidates = train.select(ITEM_IDX).distinct() if only_trained_items else None
+    if candidates is not None and content_items is not None:
+        candidates = candidates.unionByName(content_items.select(ITEM_IDX)).distinct()
 
     indices = top_k_indices(spark, model, warm.select(USER_IDX), k, exclude, items=candidates,
                             batch_users=batch_users, chunk_mib=chunk_mib, users_per_task=users_per_task)

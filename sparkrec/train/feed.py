@@ -1,5 +1,6 @@
-"""Petastorm feed: each rank reads its shard of a prepared split, in exactly as many steps as every
-other rank, and the rows it read are reconciled with the manifest.
+"""Petastorm feed: each rank reads its shard of a prepared split (or of the autoencoders' sparse
+vectors) in exactly as many steps as every other rank, and the rows it read are reconciled with
+the manifest.
 
 Why the care:
 
@@ -13,7 +14,7 @@ Why the care:
   the window closed, and every epoch's row count is checked against the manifest
   (:func:`check_rows_read`) so a loss can never pass unnoticed.
 - Batches come from ``BatchedDataLoader`` (columnar, no per-row Python; the row-by-row
-  ``DataLoader`` was ~7x slower here).
+  ``DataLoader`` was ~7x slower here); sparse vectors straight from the Arrow tables.
 """
 from __future__ import annotations
 
@@ -23,12 +24,15 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
 from petastorm import make_batch_reader
 from petastorm.pytorch import BatchedDataLoader
+from petastorm.workers_pool import EmptyResultError
 from petastorm.workers_pool.thread_pool import ThreadPool
 
 from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
+from sparkrec.data.sparse_vectors import VALUE
 from sparkrec.errors import SparkrecError
 
 COLUMNS = (USER_IDX, ITEM_IDX, LABEL)
@@ -58,12 +62,14 @@ class RaceFreeThreadPool(ThreadPool):
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """How one split is read by ``world`` ranks: rows per shard, steps, batch sizes.
+    """How one dataset (a prepared split, sparse vectors) is read by ``world`` ranks: rows per
+    shard, steps, batch sizes.
 
     Built from the manifest alone, identically on every rank.
     """
 
-    split: str
+    what: str
+    """The dataset, for messages ('prepared train split', 'users vectors')."""
     path: str
     world: int
     shard_rows: tuple[int, ...]
@@ -83,26 +89,34 @@ class ShardPlan:
 
 
 def plan_shards(manifest: dict, split: str, world: int, batch_size: int) -> ShardPlan:
-    """Plan reading ``split`` of the prepared data with ``world`` ranks.
+    """Plan reading ``split`` of the prepared data with ``world`` ranks (see :func:`plan_dataset`)."""
+    return plan_dataset(manifest["splits"][split], f"prepared {split} split", world, batch_size,
+                        fix=f"re-run prepare with train.num_workers={world} (its files are rounded up to a "
+                            f"multiple of the workers)")
+
+
+def plan_dataset(info: dict, what: str, world: int, batch_size: int, fix: str = "") -> ShardPlan:
+    """Plan reading a Parquet dataset described by ``info`` (``path``, ``rows``, ``row_groups`` in
+    Petastorm's order, as the prepare job and ``sparkrec.data.sparse_vectors`` record them) with
+    ``world`` ranks, ``batch_size`` rows per step on the largest shard.
 
     Raises
     ------
     SparkrecError
-        The split has fewer row groups than ranks (Petastorm would leave a rank without data).
+        The row groups do not add up to the rows, or there are fewer row groups than ranks
+        (Petastorm would leave a rank without data).
     """
-    info = manifest["splits"][split]
     groups = [int(n) for n in info["row_groups"]]
     if sum(groups) != int(info["rows"]):
         raise SparkrecError(f"manifest of {info['path']} is inconsistent: row groups hold {sum(groups)} rows, "
-                            f"'rows' says {info['rows']}; re-run the prepare job")
+                            f"'rows' says {info['rows']}; re-run the job that wrote it")
     if len(groups) < world:
-        raise SparkrecError(f"prepared {split} split has {len(groups)} row groups, fewer than the {world} training "
-                            f"workers, so some would get no data; re-run prepare with train.num_workers={world} "
-                            f"(its files are rounded up to a multiple of the workers)")
+        raise SparkrecError(f"{what} has {len(groups)} row groups, fewer than the {world} training "
+                            f"workers, so some would get no data; {fix or 'use fewer workers'}")
     shard_rows = tuple(sum(groups[rank::world]) for rank in range(world))
     steps = max(1, math.ceil(max(shard_rows) / batch_size))
     batch_sizes = tuple(max(1, math.ceil(n / steps)) for n in shard_rows)
-    return ShardPlan(split, info["path"], world, shard_rows, steps, batch_sizes)
+    return ShardPlan(what, info["path"], world, shard_rows, steps, batch_sizes)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int, stream: int = 0) -> int:
@@ -111,7 +125,7 @@ def epoch_seed(seed: int, epoch: int, rank: int, stream: int = 0) -> int:
 
 
 class ShardReader:
-    """One pass over one rank's shard as exactly ``plan.steps`` batches.
+    """One pass over one rank's shard of prepared interactions as exactly ``plan.steps`` batches.
 
     Iterating yields dicts of CPU tensors (``user_idx`` int64, ``item_idx`` int64, ``label``
     float32); ``rows_read`` holds the rows delivered once the pass is over. With one reader thread
@@ -119,16 +133,18 @@ class ShardReader:
     shuffle buffer drawing from torch's global generator, which the caller seeds).
     """
 
+    key = USER_IDX  # a column every batch holds one entry per row of
+
     def __init__(self, plan: ShardPlan, rank: int, seed: int, shuffle: bool = True,
                  shuffle_buffer: int = 0, threads: int = 1):
         self.plan, self.rank, self.seed = plan, rank, seed
         self.shuffle, self.shuffle_buffer, self.threads = shuffle, shuffle_buffer, threads
         self.rows_read = 0
 
-    def _loader(self) -> BatchedDataLoader:
+    def _open(self, columns: tuple[str, ...]):
         reader = make_batch_reader(
             self.plan.path,
-            schema_fields=[f"^{c}$" for c in COLUMNS],
+            schema_fields=[f"^{c}$" for c in columns],
             reader_pool_type="thread",
             workers_count=self.threads,
             seed=self.seed,
@@ -141,31 +157,102 @@ class ShardReader:
         # The pool has started but nothing was read from it yet: switching its class now applies
         # the fix before the first end-of-data check.
         reader._workers_pool.__class__ = RaceFreeThreadPool
+        return reader
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         # A shuffle buffer of 1 lets petastorm retrieve short batches mid-pass; 0 or >= 2 do not.
         capacity = self.shuffle_buffer if self.shuffle and self.shuffle_buffer >= 2 else 0
-        return BatchedDataLoader(reader, batch_size=self.plan.batch_sizes[self.rank],
-                                 shuffling_queue_capacity=capacity)
+        with BatchedDataLoader(self._open(COLUMNS), batch_size=self.plan.batch_sizes[self.rank],
+                               shuffling_queue_capacity=capacity) as loader:
+            yield from loader
+
+    def empty_batch(self) -> dict[str, torch.Tensor]:
+        return empty_batch()
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.rows_read = 0
         steps = 0
-        with self._loader() as loader:
-            for batch in loader:
-                steps += 1
-                self.rows_read += len(batch[USER_IDX])
-                if steps <= self.plan.steps:
-                    yield batch
+        for batch in self._batches():
+            steps += 1
+            self.rows_read += len(batch[self.key])
+            if steps <= self.plan.steps:
+                yield batch
         if steps > self.plan.steps:
             raise SparkrecError(f"rank {self.rank} read {self.rows_read} rows of {self.plan.path} in {steps} batches, "
                                 f"more than the {self.plan.steps} planned from the manifest "
-                                f"({self.plan.shard_rows[self.rank]} rows); the data changed after prepare wrote it")
+                                f"({self.plan.shard_rows[self.rank]} rows); the data changed after it was written")
         for _ in range(self.plan.steps - steps):  # ran dry early: keep stepping so collectives match
-            yield empty_batch()
+            yield self.empty_batch()
 
 
 def empty_batch() -> dict[str, torch.Tensor]:
     return {USER_IDX: torch.zeros(0, dtype=torch.int64), ITEM_IDX: torch.zeros(0, dtype=torch.int64),
             LABEL: torch.zeros(0, dtype=torch.float32)}
+
+
+class _ArrowTables:
+    """Petastorm results reader that hands over each row group's Arrow table as read, instead of
+    converting it to numpy (which refuses lists of different lengths)."""
+
+    batched_output = True
+
+    def read_next(self, workers_pool, schema, ngram):
+        try:
+            return workers_pool.get_results()
+        except EmptyResultError:
+            raise StopIteration from None
+
+
+class VectorShardReader(ShardReader):
+    """One pass over one rank's shard of sparse vectors (``sparkrec.data.sparse_vectors``) as
+    exactly ``plan.steps`` CSR batches, with the same step, padding and row-count rules as
+    :class:`ShardReader`.
+
+    Iterating yields dicts of CPU tensors: ``key`` int64 [B] (the vectors' ids), ``offsets``
+    int64 [B + 1], ``indices`` int64 [nnz], ``values`` float32 [nnz] (row b's nonzeros are
+    ``offsets[b]:offsets[b + 1]``). Arrow list columns are already offsets + flat values, so a
+    batch is built without a per-row Python loop. Row groups and the rows inside them are
+    shuffled with ``seed``; there is no shuffle buffer across row groups.
+    """
+
+    def __init__(self, plan: ShardPlan, rank: int, seed: int, key: str, indices: str, shuffle: bool = True,
+                 threads: int = 1):
+        super().__init__(plan, rank, seed, shuffle=shuffle, threads=threads)
+        self.key, self.indices = key, indices
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        size = self.plan.batch_sizes[self.rank]
+        pending: list[pa.Table] = []
+        held = 0
+        reader = self._open((self.key, self.indices, VALUE))
+        reader._results_queue_reader = _ArrowTables()
+        try:
+            for table in reader:
+                pending.append(table)
+                held += table.num_rows
+                while held >= size:
+                    merged = pa.concat_tables(pending)
+                    yield self._csr(merged.slice(0, size))
+                    pending, held = [merged.slice(size)], held - size
+        finally:  # as BatchedDataLoader does (the reader's own exit prints a line per pass)
+            reader.stop()
+            reader.join()
+        if held:
+            yield self._csr(pa.concat_tables(pending))
+
+    def _csr(self, table: pa.Table) -> dict[str, torch.Tensor]:
+        lists = table.column(self.indices).combine_chunks()
+        offsets = np.asarray(lists.offsets, dtype=np.int64)  # of a slice: they need not start at 0
+        indices = lists.flatten().to_numpy().astype(np.int64)
+        values = table.column(VALUE).combine_chunks().flatten().to_numpy().astype(np.float32)
+        assert len(indices) == len(values) == offsets[-1] - offsets[0], "indices and values are not aligned"
+        return {self.key: torch.from_numpy(table.column(self.key).to_numpy().astype(np.int64)),
+                "offsets": torch.from_numpy(offsets - offsets[0]),
+                "indices": torch.from_numpy(indices), "values": torch.from_numpy(values)}
+
+    def empty_batch(self) -> dict[str, torch.Tensor]:
+        return {self.key: torch.zeros(0, dtype=torch.int64), "offsets": torch.zeros(1, dtype=torch.int64),
+                "indices": torch.zeros(0, dtype=torch.int64), "values": torch.zeros(0, dtype=torch.float32)}
 
 
 def check_rows_read(plan: ShardPlan, rows_by_rank: list[int], what: str) -> None:

@@ -6,7 +6,12 @@
 - ``torch``: ``pyspark.ml.torch.distributor.TorchDistributor`` runs the loop under torchrun in a
   barrier stage of ``train.num_workers`` tasks (DDP; gloo on CPU, nccl on GPU).
 
-Workers receive plain values (the resolved config as a dict and the manifest), never the session.
+Autoencoders (``train.model=autorec|multvae``) train on sparse vectors, which are built here in
+Spark from the prepared train split, before any worker starts, and published under
+``<lake>/vectors/`` (reused while the prepared data is the same; ``sparkrec.data.sparse_vectors``).
+
+Workers receive plain values (the resolved config as a dict, the manifest and the vectors'
+manifest), never the session.
 A failed or killed worker fails the run with the worker's reason. Spark does not retry either
 launcher's stage (a barrier ResultStage cannot be recovered; Horovod's job is cancelled as a
 whole), so ``train.max_restarts`` relaunches all workers here; they resume from this run's last
@@ -22,18 +27,21 @@ from contextlib import redirect_stderr
 from pyspark.sql import SparkSession
 
 from sparkrec.config import Config, dump_config
-from sparkrec.data.prepare import load_manifest
+from sparkrec.data.prepare import files_per_split, load_manifest
+from sparkrec.data.sparse_vectors import current_vectors, publish_vectors
 from sparkrec.errors import SparkrecError
+from sparkrec.session import get_spark
 from sparkrec.train.checkpoint import checkpoint_dir, clear_checkpoints
 from sparkrec.train.loop import is_implicit, train
+from sparkrec.train.objectives import AUTOENCODERS
 from sparkrec.train.validation import metric_name
 
 HOROVOD_START_TIMEOUT_S = 120
 
 
-def worker_main(config: dict, manifest: dict) -> dict:
+def worker_main(config: dict, manifest: dict, vectors: dict | None = None) -> dict:
     """Entry point of every worker process: rebuild the config, run the loop."""
-    return train(Config.model_validate(config), manifest)
+    return train(Config.model_validate(config), manifest, vectors)
 
 
 def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> None:
@@ -50,6 +58,18 @@ def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> N
                             f"{t.pretrained_mlp!r}: set both (NeuMF pretraining needs a GMF and an MLP model) or neither")
     if t.pretrained_gmf and t.model != "neumf":
         raise SparkrecError(f"train.pretrained_gmf/mlp initialise a neumf model, but train.model={t.model}")
+    if t.model in AUTOENCODERS:
+        unsupported = [k for k in ("warm_start", "pretrained_gmf") if getattr(t, k)]
+        if unsupported:
+            raise SparkrecError(f"train.{unsupported[0]} is not supported for train.model={t.model}; train from scratch")
+        if t.model == "autorec" and is_implicit(cfg, manifest):
+            raise SparkrecError("train.model=autorec reconstructs explicit ratings, but training is implicit "
+                                f"(train.objective={t.objective}, prepared data implicit={manifest['implicit']}); "
+                                "use train.model=multvae, or prepare a log with ratings")
+        if t.model == "multvae" and not is_implicit(cfg, manifest):
+            raise SparkrecError("train.model=multvae models implicit feedback, but the prepared data has ratings; "
+                                "set train.objective=implicit (ratings become bag weights) or prepare with "
+                                "prepare.implicit_threshold")
     if t.objective == "explicit" and manifest["implicit"]:
         raise SparkrecError("train.objective=explicit, but the prepared data is implicit (every label is 1.0); "
                             "prepare a log with ratings or use train.objective=implicit")
@@ -85,12 +105,13 @@ def run_training(spark: SparkSession | None, cfg: Config) -> dict:
     """
     manifest = load_manifest(cfg.lake)
     check_settings(spark, cfg, manifest)
+    vectors = sparse_vectors(spark, cfg, manifest) if cfg.train.model in AUTOENCODERS else None
     if not cfg.train.resume:
         clear_checkpoints(checkpoint_dir(cfg.lake, cfg.name))
     failures = 0
     while True:
         try:
-            return _launch(spark, cfg, manifest)
+            return _launch(spark, cfg, manifest, vectors)
         except SparkrecError as e:
             failures += 1
             if failures > cfg.train.max_restarts or cfg.train.backend == "local":
@@ -99,9 +120,22 @@ def run_training(spark: SparkSession | None, cfg: Config) -> dict:
                   f"{cfg.train.max_restarts}), they resume from the last checkpoint", file=sys.stderr, flush=True)
 
 
-def _launch(spark: SparkSession | None, cfg: Config, manifest: dict) -> dict:
+def sparse_vectors(spark: SparkSession | None, cfg: Config, manifest: dict) -> dict:
+    """The published sparse vectors the autoencoder ``cfg.train.model`` trains on, built in Spark
+    when missing or stale (a local run without a session starts one from ``cfg.spark``)."""
+    t = cfg.train
+    kind = AUTOENCODERS[t.model]
+    found = current_vectors(cfg.lake, manifest, kind, t.num_workers)
+    if found:
+        return found
+    return publish_vectors(spark or get_spark(cfg.spark), cfg.lake, manifest, kind,
+                           num_files=files_per_split(cfg.prepare.num_files, t.num_workers),
+                           num_workers=t.num_workers, row_group_bytes=cfg.prepare.row_group_bytes)
+
+
+def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, vectors: dict | None) -> dict:
     """Run the loop on the configured launcher once; a failed worker becomes a SparkrecError."""
-    args = (dump_config(cfg), manifest)
+    args = (dump_config(cfg), manifest, vectors)
     t = cfg.train
     if t.backend == "local":
         return worker_main(*args)

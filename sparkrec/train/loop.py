@@ -3,7 +3,9 @@
 Reads top to bottom in run order: distributed setup, data plan, model (scratch, pretrained or
 resumed), optimizers, wrapping, then per epoch: train, reconcile rows read, validate, checkpoint,
 early stop; finally rank 0 publishes the best epoch's weights. It never asks which launcher
-started it; ``sparkrec.train.distributed`` hides that.
+started it; ``sparkrec.train.distributed`` hides that. What differs between model families (the
+data read, the loss of a batch, the fold-in of the autoencoders' codes before validating or
+publishing) is the objective's (``sparkrec.train.objectives``).
 
 Determinism: every random stream of an epoch (row order, shuffle buffer, dropout, negatives) is
 seeded from (seed, epoch, rank), and the learning rate is a pure function of the epoch, so a run
@@ -17,19 +19,21 @@ import time
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 
-from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
 from sparkrec import lake
 from sparkrec.config import Config, dump_config
 from sparkrec.errors import SparkrecError
+from sparkrec.models.autoencoders import AutoRecConfig, MultVAEConfig
 from sparkrec.models.ncf import NCF, NCFConfig, neumf_from_pretrained, warm_started
+from sparkrec.models.registry import FAMILIES
 from sparkrec.train import distributed as dist
 from sparkrec.train.artifact import load_model, load_model_version, save_model
 from sparkrec.train.checkpoint import (
     checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, save_checkpoint,
 )
-from sparkrec.train.feed import ShardReader, check_rows_read, epoch_seed, plan_shards
+from sparkrec.train.feed import check_rows_read, epoch_seed, plan_shards
+from sparkrec.train.hybrid_content import hybrid_config, hybrid_model
+from sparkrec.train.objectives import AUTOENCODERS, make_objective
 from sparkrec.train.optim import lr_factor, make_optimizers, set_lr
 from sparkrec.train.progress import Progress
 from sparkrec.train.validation import is_better, metric_name, validate
@@ -43,12 +47,23 @@ def is_implicit(cfg: Config, manifest: dict) -> bool:
 
 
 def model_config(cfg: Config, manifest: dict) -> NCFConfig:
+    """The model's config dataclass (its family's: see ``sparkrec.models.registry``)."""
     t = cfg.train
     lo, hi = manifest["rating_range"]
-    return NCFConfig(kind=t.model, num_users=manifest["num_users"], num_items=manifest["num_items"],
-                     factors=t.factors, mlp_layers=tuple(t.mlp_layers), dropout=t.dropout,
-                     implicit=is_implicit(cfg, manifest), rating_min=float(lo), rating_max=float(hi),
-                     use_bias=t.use_bias)
+    if t.model == "autorec":
+        return AutoRecConfig(kind="autorec", num_users=manifest["num_users"], num_items=manifest["num_items"],
+                             hidden=cfg.autoencoder.hidden, implicit=is_implicit(cfg, manifest),
+                             rating_min=float(lo), rating_max=float(hi))
+    if t.model == "multvae":
+        a = cfg.autoencoder
+        return MultVAEConfig(kind="multvae", num_users=manifest["num_users"], num_items=manifest["num_items"],
+                             encoder_layers=tuple(a.encoder_layers), latent=a.latent,
+                             input_dropout=a.input_dropout, implicit=is_implicit(cfg, manifest))
+    ncf = NCFConfig(kind="neumf" if t.model == "hybrid" else t.model, num_users=manifest["num_users"],
+                    num_items=manifest["num_items"], factors=t.factors, mlp_layers=tuple(t.mlp_layers),
+                    dropout=t.dropout, implicit=is_implicit(cfg, manifest), rating_min=float(lo),
+                    rating_max=float(hi), use_bias=t.use_bias)
+    return hybrid_config(cfg, manifest, ncf) if t.model == "hybrid" else ncf
 
 
 def build_model(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF, dict | None]:
@@ -59,6 +74,12 @@ def build_model(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF,
     """
     t = cfg.train
     torch.manual_seed(cfg.seed)
+    if t.model in AUTOENCODERS:  # from scratch only (launch.check_settings refuses the rest)
+        return FAMILIES[model_cfg.kind][1](model_cfg), None
+    if t.model == "hybrid":  # the published item content goes into the model's buffers
+        if t.warm_start:
+            raise SparkrecError("train.warm_start is not supported for train.model=hybrid yet; train from scratch")
+        return hybrid_model(cfg, model_cfg, manifest), None
     if t.warm_start:
         return _warm_start(cfg, model_cfg, manifest)
     if not t.pretrained_gmf:
@@ -100,42 +121,26 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def train_step(model: NCF, ddp_model: torch.nn.Module, optimizers: list, scaler, batch: dict, *,
-               loss_scale: float, num_negatives: int, weight_decay: float, negatives: torch.Generator,
-               autocast) -> torch.Tensor:
-    """One optimisation step on one batch (implicit: positives, negatives are added here).
+def train_step(objective, model: torch.nn.Module, trainee: torch.nn.Module, optimizers: list, scaler,
+               batch: dict, *, loss_scale: float, generator: torch.Generator, step: int, autocast) -> torch.Tensor:
+    """One optimisation step on one batch; the objective computes the batch's summed loss.
 
-    ``loss_scale`` multiplies the summed per-row loss; returns the detached sum of per-row losses.
+    ``loss_scale`` multiplies the summed loss; returns the detached sum.
     """
-    device = next(model.parameters()).device
-    users = batch[USER_IDX].to(device, non_blocking=True)
-    items = batch[ITEM_IDX].to(device, non_blocking=True)
-    labels = batch[LABEL].to(device, non_blocking=True)
-    if model.cfg.implicit:  # every row is a positive; k uniform negatives per positive, fresh each step
-        n = users.numel()
-        users = torch.cat([users, users.repeat_interleave(num_negatives)])
-        items = torch.cat([items, torch.randint(model.cfg.num_items, (n * num_negatives,), generator=negatives,
-                                                device=device)])
-        labels = torch.cat([torch.ones(n, device=device), torch.zeros(n * num_negatives, device=device)])
-    with autocast:
-        raw = ddp_model(users, items)
-    raw = raw.float()
-    if model.cfg.implicit:
-        per_row = F.binary_cross_entropy_with_logits(raw, labels, reduction="none")
-    else:
-        per_row = (model.to_score(raw) - labels).pow(2)
-    if weight_decay > 0:
-        per_row = per_row + weight_decay * model.embedding_sq_norm(users, items)
-    loss = per_row.sum() * loss_scale
+    loss_sum = objective.loss(model, trainee, batch, generator=generator, step=step, autocast=autocast)
+    loss = loss_sum * loss_scale
     for opt in optimizers:
         opt.zero_grad()
     (scaler.scale(loss) if scaler else loss).backward()
     dist.optimizer_step(optimizers, scaler)
-    return per_row.detach().sum().double()
+    return loss_sum.detach().double()
 
 
-def train(cfg: Config, manifest: dict) -> dict:
+def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
     """Train on every rank; rank 0 writes checkpoints and publishes the model.
+
+    ``vectors`` is the manifest of the published sparse vectors an autoencoder trains on
+    (``sparkrec.data.sparse_vectors``; None for NCF).
 
     Returns
     -------
@@ -154,7 +159,8 @@ def train(cfg: Config, manifest: dict) -> dict:
     log = Progress(enabled=dist.is_main(), every=t.log_every_steps)
 
     # -- data: every rank plans every rank's shard from the manifest --------------------------
-    train_plan = plan_shards(manifest, "train", world, t.batch_size)
+    objective = make_objective(cfg, manifest, vectors, world, is_implicit(cfg, manifest))
+    train_plan = objective.plan
     has_validation = manifest["splits"].get("validation", {}).get("rows", 0) > 0
     val_plan = plan_shards(manifest, "validation", world, VAL_BATCH) if has_validation else None
 
@@ -178,7 +184,7 @@ def train(cfg: Config, manifest: dict) -> dict:
         log.info(f"resuming from {latest} ({state['epoch']} epochs done)")
 
     # -- distributed wrapping: identical start on every rank ---------------------------------
-    ddp_model = dist.wrap_model(model)
+    trainee = dist.wrap_model(objective.trainee(model))
     optimizers = [dist.wrap_optimizer(opt, model) for opt in optimizers]
     if ckpt:  # after wrapping: Horovod's wrapper starts from a fresh optimizer state
         for opt, saved in zip(optimizers, ckpt["optimizers"]):
@@ -188,7 +194,6 @@ def train(cfg: Config, manifest: dict) -> dict:
     dist.broadcast_initial_state(model, optimizers)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if t.amp == "bf16" else torch.float16)
                 if t.amp != "off" else nullcontext())
-    rows_per_positive = 1 + t.num_negatives if implicit else 1
     resumed_from = state["epoch"]
     log.start(epochs=t.epochs, steps_per_epoch=train_plan.steps, first_epoch=resumed_from)
 
@@ -198,27 +203,27 @@ def train(cfg: Config, manifest: dict) -> dict:
         epoch_lr = lr * lr_factor(t, epoch)
         set_lr(optimizers, epoch_lr)
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank, SEED_TORCH))  # dropout, shuffle buffer
-        negatives = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch, rank, SEED_NEGATIVES))
-        reader = ShardReader(train_plan, rank, seed=epoch_seed(cfg.seed, epoch, rank, SEED_READER),
-                             shuffle_buffer=t.shuffle_buffer, threads=t.reader_threads)
+        generator = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch, rank, SEED_NEGATIVES))
+        reader = objective.reader(rank, seed=epoch_seed(cfg.seed, epoch, rank, SEED_READER))
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for step, batch in enumerate(reader):
             # Gradients are averaged over ranks; weighting by world / (rows of all ranks this step)
             # makes that the mean over every row of the step, whatever each rank's share.
-            scale = world / (train_plan.step_rows(step) * rows_per_positive)
-            loss_sum += train_step(model, ddp_model, optimizers, scaler, batch, loss_scale=scale,
-                                   num_negatives=t.num_negatives, weight_decay=t.weight_decay,
-                                   negatives=negatives, autocast=autocast)
-            log.step(epoch, step, loss_sum, reader.rows_read * rows_per_positive, train_plan.step_rows(step))
+            scale = world / (train_plan.step_rows(step) * objective.examples_per_row)
+            loss_sum += train_step(objective, model, trainee, optimizers, scaler, batch, loss_scale=scale,
+                                   generator=generator, step=epoch * train_plan.steps + step, autocast=autocast)
+            log.step(epoch, step, loss_sum, reader.rows_read * objective.examples_per_row,
+                     train_plan.step_rows(step))
 
         # -- reconcile: every rank must have read exactly its shard ---------------------------
         rows_by_rank = dist.all_gather_object(reader.rows_read)
         check_rows_read(train_plan, rows_by_rank, f"epoch {epoch + 1}")
-        train_loss = dist.all_reduce_sum(loss_sum).item() / (train_plan.rows * rows_per_positive)
+        train_loss = dist.all_reduce_sum(loss_sum).item() / objective.loss_units
         record = {"epoch": epoch + 1, "lr": epoch_lr, "train_loss": train_loss, "rows_by_rank": rows_by_rank,
                   "samples_per_s": train_plan.rows / (time.perf_counter() - started)}
         if val_plan:
+            objective.fold_in(model, device)  # the checkpoint then holds this epoch's codes too
             scores = validate(model, val_plan, epoch_seed(cfg.seed, 0, 0, SEED_VALIDATION),
                               cfg.evaluate.num_negatives, device)
             record.update({f"val_{k}": v for k, v in scores.items() if k != "rows"})
@@ -243,6 +248,8 @@ def train(cfg: Config, manifest: dict) -> dict:
             break
 
     # -- publish the best epoch's weights ----------------------------------------------------
+    if not val_plan:  # the best epoch is the last one; its codes were not folded in yet
+        objective.fold_in(model, device)
     digests = dist.all_gather_object(weights_digest(model))
     published = None
     if dist.is_main():

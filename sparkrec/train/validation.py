@@ -14,9 +14,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
-from sparkrec.models.ncf import NCF
 from sparkrec.train import distributed as dist
 from sparkrec.train.feed import ShardPlan, ShardReader, check_rows_read
 
@@ -42,8 +42,11 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
 
 
 @torch.no_grad()
-def validate(model: NCF, plan: ShardPlan, seed: int, num_negatives: int, device: torch.device) -> dict:
+def validate(model: nn.Module, plan: ShardPlan, seed: int, num_negatives: int, device: torch.device) -> dict:
     """Validation metrics over every rank's shard (call on every rank; it all-reduces).
+
+    ``model`` is any registered model family (``forward(user_idx, item_idx)`` raw scores,
+    ``predict``, ``cfg.implicit``, ``cfg.num_items``); autoencoders must have been folded in.
 
     Returns
     -------
