@@ -34,6 +34,7 @@ from sparkrec.train.feed import ShardReader, plan_shards
 from sparkrec.train.launch import run_training
 from sparkrec.train.optim import make_optimizers
 from sparkrec.train.loop import train_step
+from sparkrec.train.objectives import NCFObjective
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 OUT = Path(__file__).resolve().parent / "out" / "train_bench"
@@ -63,15 +64,21 @@ def new_model(num_users: int, num_items: int) -> tuple[NCF, list]:
     return model, make_optimizers(model, cfg, cfg.lr)
 
 
-def run_steps(model, optimizers, batches, rows_per_step: int) -> float:
+def ncf_objective(lake: str) -> NCFObjective:
+    """The training job's implicit NCF objective (default train config: 4 negatives per positive)."""
+    return NCFObjective(load_config(None, []), load_manifest(lake), world=1, implicit=True)
+
+
+def run_steps(objective: NCFObjective, model, optimizers, batches, rows_per_step: int) -> float:
     """Positives per second through the real training step."""
     gen = torch.Generator().manual_seed(1)
     model.train()
     rows, start = 0, time.perf_counter()
-    for batch in batches:
+    for step, batch in enumerate(batches):
         n = len(batch[USER_IDX])
-        train_step(model, model, optimizers, None, batch, loss_scale=1.0 / (rows_per_step * 5), num_negatives=4,
-                   weight_decay=0.0, negatives=gen, autocast=nullcontext())
+        train_step(objective, model, model, optimizers, None, batch,
+                   loss_scale=1.0 / (rows_per_step * objective.examples_per_row), generator=gen, step=step,
+                   autocast=nullcontext())
         rows += n
     return rows / (time.perf_counter() - start)
 
@@ -89,13 +96,14 @@ def bench_feed(lake: str, reps: int, batch_size: int) -> tuple[float, float]:
     frame = pd.read_parquet(manifest["splits"]["train"]["path"].removeprefix("file://"), columns=list(
         (USER_IDX, ITEM_IDX, LABEL)))
     columns = {c: torch.as_tensor(frame[c].to_numpy()) for c in (USER_IDX, ITEM_IDX, LABEL)}
+    objective = ncf_objective(lake)
     feed, memory = [], []
     for rep in range(reps):
         model, opts = new_model(manifest["num_users"], manifest["num_items"])
         torch.manual_seed(rep)
-        feed.append(run_steps(model, opts, ShardReader(plan, 0, seed=rep + 1, shuffle_buffer=100_000), batch_size))
+        feed.append(run_steps(objective, model, opts, ShardReader(plan, 0, seed=rep + 1, shuffle_buffer=100_000), batch_size))
         model, opts = new_model(manifest["num_users"], manifest["num_items"])
-        memory.append(run_steps(model, opts, in_memory_batches(columns, batch_size, rep), batch_size))
+        memory.append(run_steps(objective, model, opts, in_memory_batches(columns, batch_size, rep), batch_size))
         print(f"  rep {rep}: feed {feed[-1]:,.0f}/s, in-memory {memory[-1]:,.0f}/s", flush=True)
     return statistics.median(feed), statistics.median(memory)
 
@@ -113,7 +121,7 @@ def bench_workers(overrides: list[str], reps: int) -> tuple[float, float]:
     return statistics.median(by_workers[1]), statistics.median(by_workers[2])
 
 
-def bench_vocabulary(reps: int, batch_size: int, steps: int) -> dict[str, float]:
+def bench_vocabulary(objective: NCFObjective, reps: int, batch_size: int, steps: int) -> dict[str, float]:
     sizes = {"6k x 4k": (6_000, 4_000), "1M x 100k": (1_000_000, 100_000)}
     rates = {name: [] for name in sizes}
     for rep in range(reps):
@@ -123,8 +131,8 @@ def bench_vocabulary(reps: int, batch_size: int, steps: int) -> dict[str, float]
                         ITEM_IDX: torch.randint(items, (batch_size,), generator=g),
                         LABEL: torch.ones(batch_size)} for _ in range(steps)]
             model, opts = new_model(users, items)
-            run_steps(model, opts, batches[:5], batch_size)  # warm-up
-            rates[name].append(run_steps(model, opts, batches[5:], batch_size))
+            run_steps(objective, model, opts, batches[:5], batch_size)  # warm-up
+            rates[name].append(run_steps(objective, model, opts, batches[5:], batch_size))
             print(f"  rep {rep}: {name} {rates[name][-1]:,.0f}/s", flush=True)
     return {name: statistics.median(v) for name, v in rates.items()}
 
@@ -138,9 +146,8 @@ def main() -> int:
     args = parser.parse_args()
     spark_cfg = ["spark.log_level=ERROR", f"spark.conf={{spark.local.dir: {OUT}/spark-local}}"]
     print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}")
-    if "feed" in args.parts or "workers" in args.parts:
-        lake, overrides = prepared(args.rows, spark_cfg)
-        print(f"prepared: {load_manifest(lake)['splits']['train']['rows']:,} training rows")
+    lake, overrides = prepared(args.rows, spark_cfg)  # the vocabulary part reuses only its objective
+    print(f"prepared: {load_manifest(lake)['splits']['train']['rows']:,} training rows")
     if "feed" in args.parts:
         print("1. Petastorm feed vs in-memory tensors (NeuMF 8 / 64-32-16-8, 4 negatives, batch "
               f"{args.batch_size})")
@@ -152,7 +159,7 @@ def main() -> int:
         print(f"   median 1 worker {one:,.0f}/s, 2 workers {two:,.0f}/s: ratio {two / one:.2f}")
     if "vocabulary" in args.parts:
         print("3. vocabulary size, in-memory steps, sparse embedding gradients")
-        rates = bench_vocabulary(args.reps, args.batch_size, steps=200)
+        rates = bench_vocabulary(ncf_objective(lake), args.reps, args.batch_size, steps=200)
         small, large = rates["6k x 4k"], rates["1M x 100k"]
         print(f"   median 6k x 4k {small:,.0f}/s, 1M x 100k {large:,.0f}/s: ratio {large / small:.2f} (target >= 0.5)")
     return 0
