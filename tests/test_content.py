@@ -4,6 +4,8 @@ The planted lake holds a generated implicit log whose item text carries each ite
 cluster and factor signs (``generate_item_text``), prepared with 20% of the items held out as
 cold (every interaction in test), so only content can rank them.
 """
+import re
+
 import pytest
 import torch
 
@@ -16,12 +18,14 @@ from sparkrec.data.prepare import load_manifest, run_prepare
 from sparkrec.data.synthetic import generate_interactions, generate_item_text, write_synthetic
 from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.cold_items import POPULARITY, evaluate_cold_items
+from sparkrec.evaluate.report import cold_items_section
 from sparkrec.evaluate.run import run_evaluate
 from sparkrec.evaluate.subjects import TrainedModel
 from sparkrec.models.hybrid import HybridNCF
 from sparkrec.score.fast_ncf import DecomposedNCF, make_scorer
 from sparkrec.score.job import run_score
 from sparkrec.train.artifact import load_model
+from sparkrec.train.feed import plan_shards
 from sparkrec.train.launch import run_training
 
 MOVIES = """movieId,title,genres
@@ -141,6 +145,12 @@ def test_hybrid_beats_popularity_on_cold_items(spark, planted):
     # often (HR@10 ~0.57, NDCG@10 ~0.09); the hybrid reached ~0.86 and ~0.23 when tuned.
     assert hybrid["hr@10"] > popularity["hr@10"] + 0.15
     assert hybrid["ndcg@10"] > 2 * popularity["ndcg@10"]
+    page = lake.read_bytes(metrics["report"]).decode("utf-8")
+    section = page[page.index("<h2>Cold items"):page.index("<h2>Training curves")]
+    assert f"{cold['cold_items']} cold items, {cold['positives']} relevant test pairs of {cold['users']} users" in section
+    assert re.search(rf"<th>hybrid <small>\(model\)</small></th><td><b>{hybrid['hr@10']:.4f}</b></td>"
+                     rf"<td><b>{hybrid['ndcg@10']:.4f}</b></td><td>{hybrid['users']}</td>", section)
+    assert f"<td>{popularity['hr@10']:.4f}</td><td>{popularity['ndcg@10']:.4f}</td>" in section
     # Warm items still ranked by the model (full protocol over trained items).
     full = metrics["results"]
     print("warm items, full ranking hr@10:", full["hybrid"]["full"]["hr@10"], full["popularity"]["full"]["hr@10"])
@@ -160,6 +170,10 @@ def test_neumf_is_reported_unable_to_rank_cold_items(spark, planted):
                                train.select("user_idx", "item_idx"), prepared["num_items"], [10], cfg.seed)
     assert cold["results"]["neumf"]["scored"] is False and "no item content" in cold["results"]["neumf"]["reason"]
     assert cold["results"][POPULARITY]["users"] == cold["users"] > 0
+    section = cold_items_section({"cold_items": cold, "k": [10], "results": {},
+                                  "protocols": {"cold_items": {"description": "cold"}}})
+    assert "<b>neumf</b> not scored: a neumf model has no item content" in section
+    assert "<th>neumf" not in section and "<th>popularity <small>(baseline)</small></th>" in section
 
 
 def test_score_job_serves_cold_items_for_hybrid(spark, planted):
@@ -196,3 +210,19 @@ def test_hybrid_survives_save_load_and_fast_scoring(planted):
         same = model.forward_with_tokens(users[:8], items, model.content_tokens[items])
         blank = model.forward_with_tokens(users[:8], items, torch.zeros_like(model.content_tokens[items]))
     assert torch.equal(same, model(users[:8], items)) and not torch.allclose(same, blank)
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_two_ddp_workers_train_hybrid_to_identical_weights(spark, planted):
+    cfg = planted["cfg"]
+    train = cfg.train.model_copy(update={"backend": "torch", "num_workers": 2, "epochs": 1, "batch_size": 1024,
+                                         "threads_per_worker": 1})
+    summary = run_training(spark, cfg.model_copy(update={"name": "hybrid-ddp", "train": train}))
+    assert len(summary["weights_by_rank"]) == 2 and summary["weights_by_rank"][0] == summary["weights_by_rank"][1]
+    plan = plan_shards(planted["prepared"], "train", world=2, batch_size=1024)
+    assert [epoch["rows_by_rank"] for epoch in summary["history"]] == [list(plan.shard_rows)]
+    assert sum(plan.shard_rows) == planted["prepared"]["splits"]["train"]["rows"]
+    model, meta = load_model(cfg.lake, "hybrid-ddp")
+    assert isinstance(model, HybridNCF) and meta["config"]["train"]["backend"] == "torch"
+    assert int(model.id_mask.sum()) == planted["content"]["counts"]["trained_items"]

@@ -145,6 +145,21 @@ def explanations_section(digest: dict) -> str:
             f"<th>input</th><th>pushed up</th><th>pushed down</th></tr>{rows}</table>")
 
 
+def cold_items_section(metrics: dict) -> str:
+    """The cold-item protocol (``metrics['cold_items']``): HR and NDCG at each K of every
+    recommender that ranked the cold items, and why the others could not."""
+    cold, ks, results = metrics["cold_items"], metrics["k"], metrics["results"]
+    scored = {name: {"role": results.get(name, {}).get("role", "baseline"), "cold_items": r}
+              for name, r in cold["results"].items() if r.get("scored", True)}
+    cols = [(f"K={k}", f"{m}@{k}") for k in ks for m in ("hr", "ndcg")] + [("", "users")]
+    reasons = "".join(f"<li><b>{html.escape(name)}</b> not scored: {html.escape(r['reason'])}</li>"
+                      for name, r in cold["results"].items() if not r.get("scored", True))
+    return (f"<h2>Cold items (no training interactions)</h2>"
+            f"<p>{html.escape(metrics['protocols']['cold_items']['description'])}</p>"
+            f"<p>{cold['cold_items']} cold items, {cold['positives']} relevant test pairs of {cold['users']} users.</p>"
+            f"{_table(scored, 'cold_items', cols)}" + (f"<ul>{reasons}</ul>" if reasons else ""))
+
+
 def render_report(metrics: dict, history: Optional[Sequence[dict]] = None) -> str:
     """The report as one HTML document (UTF-8 text, images inline).
 
@@ -180,6 +195,8 @@ def render_report(metrics: dict, history: Optional[Sequence[dict]] = None) -> st
         png = metric_vs_k_png(results, protocol, ks)
         if png:
             parts.append(_img(png, f"{protocol} metrics vs K"))
+    if metrics.get("cold_items", {}).get("results"):  # only when the test split holds cold items
+        parts.append(cold_items_section(metrics))
     parts.append("<h2>Training curves</h2>")
     curves = training_curves_png(history or [])
     parts.append(_img(curves, "training curves") if curves else "<p>No per-epoch history recorded.</p>")
