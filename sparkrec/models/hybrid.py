@@ -132,29 +132,17 @@ class HybridNCF(nn.Module):
     def forward_with_tokens(self, user_idx: torch.Tensor, item_idx: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Raw score [B] of each pair with the given item tokens [B, max_tokens] instead of the
         stored ones (attributions perturb them)."""
-        n = self.neumf
-        item_gmf, item_mlp, item_bias = self._item_vectors(item_idx, tokens)
-        gmf = n.user_gmf(user_idx) * item_gmf
-        mlp = n.tower(torch.cat([n.user_mlp(user_idx), item_mlp], dim=1))
-        raw = n.output(torch.cat([gmf, mlp], dim=1)).squeeze(1)
-        if self.cfg.use_bias:
-            raw = raw + (n.user_bias(user_idx) + item_bias).squeeze(1)
-        return raw
+        return self.neumf.combine(user_idx, *self._item_vectors(item_idx, tokens))
 
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        """Raw score per pair, shape [B] (a logit when implicit), from the stored item tokens.
-
-        In training, an item without training interactions can only be a sampled negative, so
-        its content would learn "never chosen" (in production such an item does not exist yet at
-        training time); each such draw is replaced by a uniformly drawn trained item.
-        """
-        if self.training:
-            trained = self.id_mask.nonzero().flatten()
-            untrained = self.id_mask[item_idx] == 0
-            if len(trained) and bool(untrained.any()):
-                stand_ins = trained[torch.randint(len(trained), item_idx.shape, device=item_idx.device)]
-                item_idx = torch.where(untrained, stand_ins, item_idx)
+        """Raw score per pair, shape [B] (a logit when implicit), from the stored item tokens."""
         return self.forward_with_tokens(user_idx, item_idx, self.content_tokens[item_idx])
+
+    def negative_candidates(self) -> torch.Tensor:
+        """Only items with training interactions: any other item could only ever be a sampled
+        negative, so its content would learn "never chosen" (in production such an item does
+        not exist yet at training time)."""
+        return self.id_mask.nonzero().flatten()
 
     def to_score(self, raw: torch.Tensor) -> torch.Tensor:
         return self.neumf.to_score(raw)

@@ -107,15 +107,29 @@ class NCF(nn.Module):
 
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         """Raw score per pair, shape [B]: a logit (implicit) or the value before mapping (explicit)."""
+        has_gmf, has_mlp = self.cfg.kind in ("gmf", "neumf"), self.cfg.kind in ("mlp", "neumf")
+        return self.combine(user_idx, self.item_gmf(item_idx) if has_gmf else None,
+                            self.item_mlp(item_idx) if has_mlp else None,
+                            self.item_bias(item_idx) if self.cfg.use_bias else None)
+
+    def combine(self, user_idx: torch.Tensor, item_gmf: torch.Tensor | None, item_mlp: torch.Tensor | None,
+                item_bias: torch.Tensor | None) -> torch.Tensor:
+        """Raw score [B] of each user with the given item vectors (GMF [B, factors], MLP
+        [B, mlp_layers[0] // 2], bias [B, 1]; None where the kind has no such part): ``forward``
+        with the item tables replaced, for models whose item vectors are computed (the hybrid)."""
         parts = []
-        if self.cfg.kind in ("gmf", "neumf"):
-            parts.append(self.user_gmf(user_idx) * self.item_gmf(item_idx))
-        if self.cfg.kind in ("mlp", "neumf"):
-            parts.append(self.tower(torch.cat([self.user_mlp(user_idx), self.item_mlp(item_idx)], dim=1)))
+        if item_gmf is not None:
+            parts.append(self.user_gmf(user_idx) * item_gmf)
+        if item_mlp is not None:
+            parts.append(self.tower(torch.cat([self.user_mlp(user_idx), item_mlp], dim=1)))
         raw = self.output(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]).squeeze(1)
-        if self.cfg.use_bias:
-            raw = raw + self.user_bias(user_idx).squeeze(1) + self.item_bias(item_idx).squeeze(1)
+        if item_bias is not None:
+            raw = raw + self.user_bias(user_idx).squeeze(1) + item_bias.squeeze(1)
         return raw
+
+    def negative_candidates(self) -> torch.Tensor | None:
+        """Items a training step may draw as sampled negatives; None = every item."""
+        return None
 
     def to_score(self, raw: torch.Tensor) -> torch.Tensor:
         """Map raw output to the user-facing score (monotone, so ranking may use ``raw``)."""

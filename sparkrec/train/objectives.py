@@ -30,13 +30,15 @@ from sparkrec.models.autoencoders import AutoRec, MultVAE, rows_of
 from sparkrec.train import distributed as dist
 from sparkrec.train.feed import ShardReader, VectorShardReader, check_rows_read, plan_dataset, plan_shards
 
+_UNSET = object()
 AUTOENCODERS = {"autorec": "items", "multvae": "users"}
 """Autoencoder kind -> the sparse vectors it trains on."""
 
 
 class NCFObjective:
     """Pointwise NCF training on prepared interactions: MSE on mapped ratings (explicit) or BCE
-    with ``num_negatives`` uniform negatives per positive, fresh every step (implicit)."""
+    with ``num_negatives`` negatives per positive, drawn uniformly from the model's
+    ``negative_candidates()`` fresh every step (implicit)."""
 
     def __init__(self, cfg: Config, manifest: dict, world: int, implicit: bool):
         t = cfg.train
@@ -45,6 +47,7 @@ class NCFObjective:
         self.shuffle_buffer, self.threads = t.shuffle_buffer, t.reader_threads
         self.examples_per_row = 1 + t.num_negatives if implicit else 1
         self.loss_units = self.plan.rows * self.examples_per_row
+        self._candidates = _UNSET  # the model's negative candidates, looked up at the first step
 
     def reader(self, rank: int, seed: int) -> ShardReader:
         return ShardReader(self.plan, rank, seed=seed, shuffle_buffer=self.shuffle_buffer, threads=self.threads)
@@ -61,7 +64,7 @@ class NCFObjective:
         if self.implicit:  # every row is a positive; k uniform negatives per positive, fresh each step
             n, k = users.numel(), self.num_negatives
             users = torch.cat([users, users.repeat_interleave(k)])
-            items = torch.cat([items, torch.randint(model.cfg.num_items, (n * k,), generator=generator, device=device)])
+            items = torch.cat([items, self._negatives(model, n * k, generator, device)])
             labels = torch.cat([torch.ones(n, device=device), torch.zeros(n * k, device=device)])
         with autocast:
             raw = trainee(users, items)
@@ -73,6 +76,14 @@ class NCFObjective:
         if self.weight_decay > 0:
             per_row = per_row + self.weight_decay * model.embedding_sq_norm(users, items)
         return per_row.sum()
+
+    def _negatives(self, model: nn.Module, count: int, generator: torch.Generator, device) -> torch.Tensor:
+        """``count`` items drawn uniformly from the model's negative candidates."""
+        if self._candidates is _UNSET:  # constant for the run: not recomputed every step
+            self._candidates = model.negative_candidates()
+        if self._candidates is None:
+            return torch.randint(model.cfg.num_items, (count,), generator=generator, device=device)
+        return self._candidates[torch.randint(len(self._candidates), (count,), generator=generator, device=device)]
 
     def fold_in(self, model: nn.Module, device: torch.device) -> None:
         """NCF scores from its embeddings alone: nothing to do."""
