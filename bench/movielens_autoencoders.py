@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
-from movielens_quality import COMMON, DATA, SETTINGS
+from movielens_quality import COMMON, DATA, SETTINGS, timed
 from sparkrec.config import load_config
 from sparkrec.data.prepare import run_prepare
 from sparkrec.evaluate.run import run_evaluate
@@ -61,12 +60,10 @@ def main() -> int:
         for role, overrides in contenders.items():
             cfg = load_config(None, overrides)
             cfg = cfg.model_copy(update={"name": f"{cfg.train.model}-{setting}"})
-            started = time.perf_counter()
-            summary = run_training(spark, cfg)
-            seconds[f"train {cfg.name}"] = time.perf_counter() - started
-            started = time.perf_counter()
-            results = run_evaluate(spark, cfg)["results"]
-            seconds[f"evaluate {cfg.name}"] = time.perf_counter() - started
+            with timed(seconds, f"train {cfg.name}"):
+                summary = run_training(spark, cfg)
+            with timed(seconds, f"evaluate {cfg.name}"):
+                results = run_evaluate(spark, cfg)["results"]
             for name, result in results.items():
                 rows.setdefault(name, result)
             print(f"[{setting}] {cfg.name}: best epoch {summary['best_epoch']} of {len(summary['history'])}",

@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
-from movielens_quality import COMMON, DATA  # same reader, rating range and evaluation settings
+from movielens_quality import COMMON, DATA, timed  # same reader, rating range and evaluation settings
 
 from sparkrec import lake
 from sparkrec.config import load_config
@@ -52,22 +51,19 @@ def main() -> int:
                              *args.overrides])
     spark = get_spark(cfg.spark)
     seconds, metrics = {}, {}
-    started = time.perf_counter()
-    if args.evaluate_only:
-        prepared, content = load_manifest(cfg.lake), lake.resolve(content_root(cfg.lake))
-    else:
-        prepared, content = run_prepare(spark, cfg), run_prepare_content(spark, cfg)
-    seconds["prepare+content"] = time.perf_counter() - started
+    with timed(seconds, "prepare+content"):
+        if args.evaluate_only:
+            prepared, content = load_manifest(cfg.lake), lake.resolve(content_root(cfg.lake))
+        else:
+            prepared, content = run_prepare(spark, cfg), run_prepare_content(spark, cfg)
     for kind in MODELS:
         model_cfg = cfg.model_copy(update={"name": kind, "train": cfg.train.model_copy(update={"model": kind})})
         if not args.evaluate_only:
-            started = time.perf_counter()
-            summary = run_training(None, model_cfg)
-            seconds[f"train {kind}"] = time.perf_counter() - started
+            with timed(seconds, f"train {kind}"):
+                summary = run_training(None, model_cfg)
             print(f"{kind}: best epoch {summary['best_epoch']} of {len(summary['history'])}")
-        started = time.perf_counter()
-        metrics[kind] = run_evaluate(spark, model_cfg)
-        seconds[f"evaluate {kind}"] = time.perf_counter() - started
+        with timed(seconds, f"evaluate {kind}"):
+            metrics[kind] = run_evaluate(spark, model_cfg)
 
     print(f"\n## ml-latest-small cold start: {prepared['num_users']} users, {prepared['num_items']} items, "
           f"rows { {k: v['rows'] for k, v in prepared['splits'].items()} }; content: {content['counts']}, "

@@ -16,13 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
+from movielens_quality import prepare_train_evaluate
 from sparkrec.config import load_config
-from sparkrec.data.prepare import run_prepare
-from sparkrec.evaluate.run import run_evaluate
-from sparkrec.session import get_spark
-from sparkrec.train.launch import run_training
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -77,17 +73,7 @@ def main() -> int:
             "train.model=neumf", f"train.epochs={args.epochs}", "train.batch_size=256", "train.lr=0.001",
             "train.early_stopping_patience=3", "train.log_every_steps=100000",
             "evaluate.k=[5, 10, 20]", "evaluate.num_negatives=99", *SETTINGS[setting]])
-        spark = get_spark(cfg.spark)
-        timings = {}
-        started = time.perf_counter()
-        manifest = run_prepare(spark, cfg)
-        timings["prepare"] = time.perf_counter() - started
-        started = time.perf_counter()
-        summary = run_training(None, cfg)
-        timings["train"] = time.perf_counter() - started
-        started = time.perf_counter()
-        metrics = run_evaluate(spark, cfg)
-        timings["evaluate"] = time.perf_counter() - started
+        manifest, summary, metrics, timings = prepare_train_evaluate(cfg)
         print_table(f"ml-latest-small, {setting} (users {manifest['num_users']}, items {manifest['num_items']}, "
                     f"splits { {k: v['rows'] for k, v in manifest['splits'].items()} }, best epoch "
                     f"{summary['best_epoch']} by {summary['metric']})", metrics)

@@ -24,6 +24,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import contextmanager
 
 from sparkrec.config import load_config
 from sparkrec.data.prepare import run_prepare
@@ -56,6 +57,28 @@ SETTINGS = {
         "rivals": ["popularity", "als_implicit"],
     },
 }
+
+
+@contextmanager
+def timed(seconds: dict, name: str):
+    """Record the wall time of the block as ``seconds[name]``."""
+    started = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - started
+
+
+def prepare_train_evaluate(cfg) -> tuple[dict, dict, dict, dict]:
+    """The three jobs on ``cfg`` in one process: prepared manifest, training summary, evaluate
+    metrics and the seconds each took."""
+    spark = get_spark(cfg.spark)
+    seconds = {}
+    with timed(seconds, "prepare"):
+        manifest = run_prepare(spark, cfg)
+    with timed(seconds, "train"):
+        summary = run_training(None, cfg)
+    with timed(seconds, "evaluate"):
+        metrics = run_evaluate(spark, cfg)
+    return manifest, summary, metrics, seconds
 
 
 def report(setting: str, metrics: dict) -> bool:
@@ -92,17 +115,7 @@ def main() -> int:
         cfg = load_config(None, [f"lake={args.lake}/{setting}", f"input.path={os.path.abspath(args.data)}",
                                  *COMMON, *SETTINGS[setting]["overrides"], *args.overrides])
         cfg = cfg.model_copy(update={"name": f"{cfg.train.model}-{setting}"})
-        spark = get_spark(cfg.spark)
-        seconds = {}
-        started = time.perf_counter()
-        manifest = run_prepare(spark, cfg)
-        seconds["prepare"] = time.perf_counter() - started
-        started = time.perf_counter()
-        summary = run_training(None, cfg)
-        seconds["train"] = time.perf_counter() - started
-        started = time.perf_counter()
-        metrics = run_evaluate(spark, cfg)
-        seconds["evaluate"] = time.perf_counter() - started
+        manifest, summary, metrics, seconds = prepare_train_evaluate(cfg)
         print(f"\n## ml-latest-small, {setting}: {manifest['num_users']} users, {manifest['num_items']} items, "
               f"rows {({k: v['rows'] for k, v in manifest['splits'].items()})}; {cfg.name} best epoch "
               f"{summary['best_epoch']} of {len(summary['history'])}"
