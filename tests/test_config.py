@@ -35,6 +35,8 @@ def test_bad_choice_and_range_rejected():
         load_config(None, ["input.format=xml"])
     with pytest.raises(ConfigError, match="generate.dirt_rate"):
         load_config(None, ["generate.dirt_rate=0.9"])
+    with pytest.raises(ConfigError, match="split=validation needs source=model"):
+        load_config(None, ["evaluate.split=validation", "evaluate.source=scores"])
 
 
 def test_override_syntax_errors():

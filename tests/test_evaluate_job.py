@@ -58,15 +58,16 @@ class Collect(HTMLParser):
             self.images.append(dict(attrs)["src"])
 
 
-def full_ranking_oracle(cfg, manifest):
+def full_ranking_oracle(cfg, manifest, held_out="test", known_splits=("train", "validation")):
     """HR@10 and NDCG@10 of the trained model by brute force in numpy: score every item with
-    training interactions, drop each user's train+validation items, rank, look for the test item."""
+    training interactions, drop each user's ``known_splits`` items, rank, look for the
+    ``held_out`` items."""
     model, _ = load_model(cfg.lake, cfg.name)
     read = {s: pd.read_parquet(manifest["splits"][s]["path"].replace("file://", "")) for s in ("train", "validation", "test")}
     trained_items = np.unique(read["train"].item_idx)
-    known = pd.concat([read["train"], read["validation"]]).groupby("user_idx").item_idx.apply(set)
+    known = pd.concat([read[s] for s in known_splits]).groupby("user_idx").item_idx.apply(set)
     hr, ndcg = [], []
-    for user, items in read["test"].groupby("user_idx").item_idx:
+    for user, items in read[held_out].groupby("user_idx").item_idx:
         with torch.no_grad():
             scores = model(torch.full((len(trained_items),), user), torch.from_numpy(trained_items)).numpy()
         allowed = [(s, i) for s, i in zip(scores, trained_items) if i not in known.get(user, set())]
@@ -96,6 +97,14 @@ def test_model_beats_popularity_and_the_report_parses(trained):
             assert model[protocol][f"ndcg@{k}"] > pop[protocol][f"ndcg@{k}"] + 0.05, (protocol, k)
             assert model[protocol][f"hr@{k}"] > pop[protocol][f"hr@{k}"], (protocol, k)
         assert model[protocol]["mrr"] > pop[protocol]["mrr"]
+    # Paired on the same users: the centre is the gap between the two means, and on planted taste
+    # the gap is no noise.
+    for protocol in ("full", "sampled"):
+        gaps = pop["model_minus_baseline"][protocol]
+        for name, gap in gaps.items():
+            assert gap["difference"] == pytest.approx(model[protocol][name] - pop[protocol][name], abs=1e-9), name
+            assert gap["low"] < gap["difference"] < gap["high"] and gap["units"] == model[protocol]["users"], name
+        assert gaps["ndcg@10"]["low"] > 0, protocol
     # The sampled protocol is easier than ranking the whole catalog: NCF's paper numbers overstate.
     assert model["sampled"]["hr@10"] > model["full"]["hr@10"]
     assert model["full"]["coverage@10"] > pop["full"]["coverage@10"]
@@ -114,7 +123,8 @@ def test_model_beats_popularity_and_the_report_parses(trained):
     page = open(f"{version}/report.html", encoding="utf-8").read()
     parsed = Collect()
     parsed.feed(page)
-    assert parsed.tags.count("table") == 2  # full and sampled (no rating table on implicit data)
+    # full and sampled, each with its model-minus-baseline table (no rating table on implicit data)
+    assert parsed.tags.count("table") == 4
     assert len(parsed.images) == 3  # metric-vs-K for both protocols and the training curves
     for src in parsed.images:
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -136,6 +146,20 @@ def test_score_table_gives_the_models_full_ranking_numbers(spark, trained):
     assert metrics["protocols"]["full"]["exclude_splits"] == ["train", "validation"]
     for key, value in model_metrics["results"][cfg.name]["full"].items():
         assert table["full"][key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_validation_split_is_judged_without_reading_test(spark, trained):
+    """evaluate.split=validation (for tuning): validation items are the positives, only train items
+    are excluded from the ranking, and the numbers match the brute-force oracle."""
+    root, _ = trained
+    cfg = load_config(None, settings(root) + ["evaluate.split=validation", "evaluate.baselines=[popularity]"])
+    metrics = run_evaluate(spark, cfg)
+    manifest = json.loads((root / "lake" / "prepared" / "manifest.json").read_text())
+    assert metrics["split"] == "validation" and metrics["protocols"]["full"]["exclude_splits"] == ["train"]
+    assert metrics["counts"]["test_rows"] == manifest["splits"]["validation"]["rows"]
+    hr, ndcg = full_ranking_oracle(cfg, manifest, held_out="validation", known_splits=("train",))
+    model = metrics["results"][cfg.name]["full"]
+    assert model["hr@10"] == pytest.approx(hr, abs=1e-9) and model["ndcg@10"] == pytest.approx(ndcg, abs=1e-9)
 
 
 def test_explicit_ratings_of_a_published_model_match_numpy(spark, tmp_path):
@@ -173,7 +197,14 @@ def test_explicit_ratings_of_a_published_model_match_numpy(spark, tmp_path):
     assert metrics["results"]["global_mean"]["rating"]["rmse"] == pytest.approx(np.sqrt(np.mean(mean_err ** 2)), rel=1e-6)
     assert metrics["results"]["global_mean"]["full"] is None  # a constant predictor is not ranked
     page = open(metrics["version"].replace("file://", "") + "/report.html", encoding="utf-8").read()
-    assert page.count("<table>") == 3 and "No per-epoch history" in page
+    assert page.count("<table>") == 4 and "No per-epoch history" in page  # rating (+ difference), full, sampled
+    gap = metrics["results"]["global_mean"]["model_minus_baseline"]
+    assert set(gap) == {"rating"}  # the constant predictor is in no ranking protocol
+    assert gap["rating"]["rmse"]["difference"] == pytest.approx(model["rmse"] - np.sqrt(np.mean(mean_err ** 2)), rel=1e-6)
+    abs_gap = np.abs(err) - np.abs(mean_err)
+    assert gap["rating"]["mae"]["difference"] == pytest.approx(abs_gap.mean(), rel=1e-5)
+    assert gap["rating"]["mae"]["high"] - gap["rating"]["mae"]["low"] == pytest.approx(
+        2 * 1.959963984540054 * abs_gap.std(ddof=1) / np.sqrt(len(test)), rel=1e-4)
 
     save_model(cfg.lake, "stale", net.state_dict(), {**meta, "data_hash": "0123456789abcdef"})
     stale = load_config(None, [f"lake={tmp_path}/lake", "name=stale"])

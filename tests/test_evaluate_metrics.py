@@ -7,6 +7,7 @@ from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import functions as F
 
 from sparkrec.evaluate.candidates import full_ranking_lists
+from sparkrec.evaluate.paired_differences import paired_mean_differences, rating_differences
 from sparkrec.evaluate.ranking_metrics import (
     catalog_coverage, mean_over_users, metric_names, per_list_metrics, rank_by_score,
 )
@@ -176,3 +177,33 @@ def test_rating_metrics_refuse_missing_predictions_and_handle_empty(spark):
         rating_metrics(df)
     empty = spark.createDataFrame([], "label float, prediction double")
     assert rating_metrics(empty) == {"rmse": None, "mae": None, "rows": 0}
+
+
+def test_paired_mean_differences_match_numpy_on_the_shared_units(spark):
+    rng = np.random.default_rng(3)
+    ours, theirs = rng.random(50), rng.random(50)
+    a = spark.createDataFrame([(i, float(v)) for i, v in enumerate(ours)], "user_idx long, `hr@10` double")
+    # The baseline lacks user 0: only the 49 shared users are paired.
+    b = spark.createDataFrame([(i, float(v)) for i, v in enumerate(theirs) if i > 0], "user_idx long, `hr@10` double")
+    got = paired_mean_differences(a, b, ["user_idx"], ["hr@10"])["hr@10"]
+    d = ours[1:] - theirs[1:]
+    half = 1.959963984540054 * d.std(ddof=1) / math.sqrt(49)
+    assert got["units"] == 49
+    assert got["difference"] == pytest.approx(d.mean(), abs=TOL)
+    assert (got["low"], got["high"]) == pytest.approx((d.mean() - half, d.mean() + half), abs=TOL)
+
+
+def test_rating_differences_center_on_the_rmse_gap(spark):
+    errors_a, errors_b = np.array([0.5, -1.0, 0.2, 1.5]), np.array([1.0, -1.5, 0.4, 2.0])
+    schema = "user_idx long, item_idx long, squared_error double, absolute_error double"
+    a = spark.createDataFrame([(i, i, float(e * e), float(abs(e))) for i, e in enumerate(errors_a)], schema)
+    b = spark.createDataFrame([(i, i, float(e * e), float(abs(e))) for i, e in enumerate(errors_b)], schema)
+    rmse_a, rmse_b = math.sqrt(np.mean(errors_a ** 2)), math.sqrt(np.mean(errors_b ** 2))
+    got = rating_differences(a, b, ["user_idx", "item_idx"], rmse_a, rmse_b)
+    d = errors_a ** 2 - errors_b ** 2
+    half = 1.959963984540054 * d.std(ddof=1) / 2 / (rmse_a + rmse_b)
+    assert got["rmse"]["difference"] == pytest.approx(rmse_a - rmse_b)
+    # sqrt(x) - sqrt(y) = (x - y) / (sqrt(x) + sqrt(y)): the interval is centred on the exact gap.
+    assert (got["rmse"]["low"], got["rmse"]["high"]) == pytest.approx((rmse_a - rmse_b - half, rmse_a - rmse_b + half))
+    assert got["mae"]["difference"] == pytest.approx(np.mean(np.abs(errors_a) - np.abs(errors_b)))
+    assert got["mae"]["high"] < 0  # every absolute error of a is smaller

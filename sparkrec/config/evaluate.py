@@ -1,7 +1,7 @@
 """Evaluate job settings (`evaluate.*`)."""
 from typing import Literal, Optional
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 
 from sparkrec.config.base import Section
 
@@ -14,6 +14,11 @@ class EvaluateConfig(Section):
 
     num_negatives: int = Field(99, ge=1)
     """Sampled protocol: negatives drawn per test positive (NCF paper: 99)."""
+
+    split: Literal["test", "validation"] = "test"
+    """The split whose interactions are the held-out positives. `validation` is for choosing
+    hyper-parameters (of the model or of the baselines) without looking at test; its full-ranking
+    protocol excludes the train interactions only (test interactions lie in the future)."""
 
     source: Literal["model", "scores"] = "model"
     """What to evaluate: `model` = the train job's artifact models/<name> (all protocols);
@@ -53,3 +58,10 @@ class EvaluateConfig(Section):
     als_blocks: int = Field(10, ge=1)
     """MLlib ALS baselines: `numUserBlocks` and `numItemBlocks` (MLlib's default 10; about the
     cores available suits small data, more on a cluster)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvaluateConfig":
+        if self.split == "validation" and self.source == "scores":
+            raise ValueError("split=validation needs source=model: a top-K table excludes its own "
+                             "score.exclude_splits and cannot be judged on validation")
+        return self

@@ -124,6 +124,12 @@ def metric_names(ks: Sequence[int]) -> list[str]:
     return [f"{m}@{k}" for k in ks for m in RANKING_METRICS] + ["mrr"]
 
 
+def per_user_means(per_list: DataFrame, ks: Sequence[int], user_col: str = USER_IDX) -> DataFrame:
+    """Each metric averaged over each user's lists: ``user_col``, the metrics, ``lists`` (count)."""
+    return per_list.groupBy(user_col).agg(*[F.avg(F.col(f"`{n}`")).alias(n) for n in metric_names(ks)],
+                                          F.count(F.lit(1)).alias("lists"))
+
+
 def mean_over_users(per_list: DataFrame, ks: Sequence[int], user_col: str = USER_IDX) -> dict:
     """Average each metric over a user's lists, then over users (one small aggregation).
 
@@ -132,9 +138,12 @@ def mean_over_users(per_list: DataFrame, ks: Sequence[int], user_col: str = USER
     dict
         metric name -> mean (None when there are no lists), plus ``users`` and ``lists`` (int).
     """
+    return average_users(per_user_means(per_list, ks, user_col), ks)
+
+
+def average_users(per_user: DataFrame, ks: Sequence[int]) -> dict:
+    """:func:`mean_over_users` from the output of :func:`per_user_means`."""
     names = metric_names(ks)
-    per_user = per_list.groupBy(user_col).agg(*[F.avg(F.col(f"`{n}`")).alias(n) for n in names],
-                                              F.count(F.lit(1)).alias("lists"))
     row = per_user.agg(*[F.avg(F.col(f"`{n}`")).alias(n) for n in names],
                        F.count(F.lit(1)).alias("users"), F.sum("lists").alias("lists")).first()
     result = {n: row[n] for n in names}

@@ -112,6 +112,30 @@ def _table(results: dict, section: str, columns: Sequence[tuple[str, str]]) -> s
             f"{''.join(body)}</table>")
 
 
+def _differences(results: dict, section: str, keys: Sequence[str]) -> str:
+    """The model minus each baseline with its 95% interval (paired on the same users or test rows);
+    bold where the interval excludes zero."""
+    rows = {name: r["model_minus_baseline"][section] for name, r in results.items()
+            if (r.get("model_minus_baseline") or {}).get(section)}
+    if not rows:
+        return ""
+    body = []
+    for name, gaps in rows.items():
+        cells = []
+        for key in keys:
+            g = gaps.get(key)
+            if g is None or g["low"] is None:
+                cells.append("<td>-</td>")
+                continue
+            text = f"{g['difference']:+.4f} <small>[{g['low']:+.4f}, {g['high']:+.4f}]</small>"
+            sure = g["low"] > 0 or g["high"] < 0
+            cells.append(f"<td><b>{text}</b></td>" if sure else f"<td>{text}</td>")
+        body.append(f"<tr><th>model - {html.escape(name)}</th>{''.join(cells)}</tr>")
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    return ("<p>Model minus baseline, 95% interval paired on the same units (bold: the interval excludes 0).</p>"
+            f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>")
+
+
 def _ranking_columns(ks: Sequence[int], coverage: bool) -> list[tuple[str, str]]:
     cols = []
     for k in ks:
@@ -181,17 +205,19 @@ def render_report(metrics: dict, history: Optional[Sequence[dict]] = None) -> st
         "img{max-width:100%}</style></head><body>",
         f"<h1>sparkrec evaluation: {html.escape(metrics['name'])}</h1>",
         f"<h3>Evaluated</h3>{_definition_list(metrics['subject'])}",
-        f"<h3>Data</h3>{_definition_list(metrics['data'])}",
+        f"<h3>Data</h3>{_definition_list({**metrics['data'], 'held-out split': metrics['split']})}",
         f"<h3>Counts</h3>{_definition_list(metrics['counts'])}",
     ]
     if any(r.get("rating") for r in results.values()):
         cols = [("every test row", c) for c in ("rmse", "mae", "rows")]
-        parts.append(f"<h2>Rating prediction</h2>{_table(results, 'rating', cols)}")
+        parts.append(f"<h2>Rating prediction</h2>{_table(results, 'rating', cols)}"
+                     f"{_differences(results, 'rating', ['rmse', 'mae'])}")
     for protocol in ("full", "sampled"):
         info = metrics["protocols"][protocol]
         cols = _ranking_columns(ks, coverage=protocol == "full")
         parts.append(f"<h2>{PROTOCOL_TITLES[protocol]}</h2><p>{html.escape(info['description'])}</p>")
         parts.append(_table(results, protocol, cols))
+        parts.append(_differences(results, protocol, [f"{m}@{max(ks)}" for m in ("hr", "ndcg", "recall")] + ["mrr"]))
         png = metric_vs_k_png(results, protocol, ks)
         if png:
             parts.append(_img(png, f"{protocol} metrics vs K"))

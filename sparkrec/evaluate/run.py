@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -24,10 +25,13 @@ from sparkrec.evaluate.candidates import (
     full_ranking_lists, interactions, relevant_test_pairs, sample_negatives, sampled_lists,
 )
 from sparkrec.evaluate.cold_items import evaluate_cold_items
-from sparkrec.evaluate.ranking_metrics import (
-    LIST_ID, RANK, catalog_coverage, mean_over_users, per_list_metrics, rank_by_score,
+from sparkrec.evaluate.paired_differences import (
+    ABSOLUTE_ERROR, SQUARED_ERROR, paired_mean_differences, rating_differences,
 )
-from sparkrec.evaluate.rating_metrics import rating_metrics
+from sparkrec.evaluate.ranking_metrics import (
+    LIST_ID, RANK, average_users, catalog_coverage, metric_names, per_list_metrics, per_user_means, rank_by_score,
+)
+from sparkrec.evaluate.rating_metrics import PREDICTION, rating_metrics
 from sparkrec.evaluate.report import render_report
 from sparkrec.evaluate.subjects import TopKTable, TrainedModel
 from sparkrec.explain.store import explanation_digest
@@ -57,18 +61,25 @@ DEFINITIONS = [
 class EvalData:
     """The shared inputs every recommender is judged on (built once, cached)."""
 
-    test: DataFrame
-    positives: DataFrame        # user_idx, item_idx: relevant test pairs
+    test: DataFrame             # the held-out split's rows (test, or validation for tuning)
+    all_positives: DataFrame    # user_idx, item_idx: relevant held-out pairs, cold items included
+    positives: DataFrame        # user_idx, item_idx: relevant held-out pairs the protocols rank
     known: DataFrame            # user_idx, item_idx: excluded from full ranking
     full_lists: DataFrame       # user_idx, list_id, num_relevant
     sampled: DataFrame          # user_idx, list_id, num_relevant (one list per positive)
     candidates: DataFrame       # user_idx, list_id, item_idx: positive + negatives of each list
+    targets: DataFrame          # user_idx, list_id, target: negatives each sampled list should get
     num_items: int
     ks: list[int]
     seed: int
 
+    def unpersist(self) -> None:
+        for df in (self.all_positives, self.positives, self.known, self.full_lists, self.sampled,
+                   self.candidates, self.targets):
+            df.unpersist()
 
-def _read_splits(spark: SparkSession, prepared: dict) -> dict[str, DataFrame]:
+
+def read_splits(spark: SparkSession, prepared: dict) -> dict[str, DataFrame]:
     return {name: spark.read.parquet(info["path"]) for name, info in prepared["splits"].items()
             if name in SPLITS and info.get("rows", 0) > 0}
 
@@ -78,6 +89,30 @@ def _pairs_of(splits: dict[str, DataFrame], names) -> DataFrame:
     if not chosen:
         return next(iter(splits.values())).select(USER_IDX, ITEM_IDX).limit(0)
     return interactions(*chosen)
+
+
+def build_eval_data(splits: dict[str, DataFrame], held_out: str, exclude_splits: list[str], cfg: Config,
+                    prepared: dict) -> EvalData:
+    """The positives, known items, ranking lists and sampled negatives of the ``held_out`` split
+    (``test``, or ``validation`` to tune without looking at test), cached."""
+    e, implicit = cfg.evaluate, prepared["implicit"]
+    train, test = splits["train"], splits[held_out]
+    known = _pairs_of(splits, exclude_splits).cache()
+    threshold = None if implicit else e.relevance_threshold
+    all_positives = relevant_test_pairs(test, known, threshold).cache()
+    # Held-out cold items (prepare.split.cold_item_fraction) are judged by the cold-item protocol
+    # alone: in the others they would only measure that untrained items cannot be ranked.
+    warm_only = bool(prepared.get("cold_items"))
+    positives = (all_positives.join(train.select(ITEM_IDX).distinct(), ITEM_IDX, "left_semi") if warm_only
+                 else all_positives).cache()
+    sampled = sampled_lists(positives)
+    negatives, targets = sample_negatives(sampled, _pairs_of(splits, SPLITS), prepared["num_items"],
+                                          e.num_negatives, cfg.seed)
+    return EvalData(
+        test=test, all_positives=all_positives, positives=positives, known=known,
+        full_lists=full_ranking_lists(positives).cache(), sampled=sampled.drop(ITEM_IDX).cache(),
+        candidates=sampled.select(USER_IDX, LIST_ID, ITEM_IDX).unionByName(negatives).cache(),
+        targets=targets, num_items=prepared["num_items"], ks=sorted(set(e.k)), seed=cfg.seed)
 
 
 def fit_baselines(train: DataFrame, cfg: Config, prepared: dict) -> tuple[list[Recommender], list[str]]:
@@ -100,30 +135,62 @@ def fit_baselines(train: DataFrame, cfg: Config, prepared: dict) -> tuple[list[R
     return fitted, skipped
 
 
-def evaluate_recommender(rec: Recommender, data: EvalData, implicit: bool) -> dict:
-    """Every protocol that applies to ``rec``.
+def evaluate_recommender(rec: Recommender, data: EvalData, implicit: bool,
+                         protocols: Sequence[str] = ("rating", "sampled", "full")) -> tuple[dict, dict[str, DataFrame]]:
+    """Every one of ``protocols`` that applies to ``rec``.
 
     Returns
     -------
-    dict
-        ``rating`` (``rmse``, ``mae``, ``rows``) or None, ``sampled`` and ``full`` (metric -> value,
-        ``users``, ``lists``; full adds ``coverage@K``) or None, ``seconds``.
+    (dict, dict)
+        The metrics: ``rating`` (``rmse``, ``mae``, ``rows``) or None, ``sampled`` and ``full``
+        (metric -> value, ``users``, ``lists``; full adds ``coverage@K``) or None, ``seconds``.
+        And what they average, cached, per protocol that applied: ``rating`` (``user_idx``,
+        ``item_idx``, ``squared_error``, ``absolute_error`` per test row), ``sampled`` and ``full``
+        (:func:`per_user_means`); unpersist them when done (:func:`unpersist_units`).
     """
     started = time.perf_counter()
     out: dict = {"rating": None, "sampled": None, "full": None}
-    if rec.predicts_ratings and not implicit:
-        out["rating"] = rating_metrics(rec.rating_predictions(data.test.select(USER_IDX, ITEM_IDX, LABEL)))
-    if rec.ranks and rec.scores_pairs:
+    units: dict[str, DataFrame] = {}
+    if "rating" in protocols and rec.predicts_ratings and not implicit:
+        predictions = rec.rating_predictions(data.test.select(USER_IDX, ITEM_IDX, LABEL)).cache()
+        out["rating"] = rating_metrics(predictions)
+        error = F.col(PREDICTION).cast("double") - F.col(LABEL).cast("double")
+        units["rating"] = predictions.select(USER_IDX, ITEM_IDX, (error * error).alias(SQUARED_ERROR),
+                                             F.abs(error).alias(ABSOLUTE_ERROR)).cache()
+        units["rating"].count()
+        predictions.unpersist()
+    if "sampled" in protocols and rec.ranks and rec.scores_pairs:
         ranked = rank_by_score(rec.score_pairs(data.candidates), data.seed)
         hits = ranked.where(F.col(ITEM_IDX) == F.col(LIST_ID)).select(USER_IDX, LIST_ID, RANK)
-        out["sampled"] = mean_over_users(per_list_metrics(data.sampled, hits, data.ks), data.ks)
-    if rec.ranks:
+        units["sampled"] = per_user_means(per_list_metrics(data.sampled, hits, data.ks), data.ks).cache()
+        out["sampled"] = average_users(units["sampled"], data.ks)
+    if "full" in protocols and rec.ranks:
         top = rec.top_k(data.full_lists.select(USER_IDX), max(data.ks), data.known).cache()
         hits = top.join(data.positives, [USER_IDX, ITEM_IDX]).select(USER_IDX, F.lit(0).cast("long").alias(LIST_ID), RANK)
-        out["full"] = {**mean_over_users(per_list_metrics(data.full_lists, hits, data.ks), data.ks),
-                       **catalog_coverage(top, data.ks, data.num_items)}
+        units["full"] = per_user_means(per_list_metrics(data.full_lists, hits, data.ks), data.ks).cache()
+        out["full"] = {**average_users(units["full"], data.ks), **catalog_coverage(top, data.ks, data.num_items)}
         top.unpersist()
     out["seconds"] = round(time.perf_counter() - started, 2)
+    return out, units
+
+
+def unpersist_units(units: dict[str, DataFrame]) -> None:
+    for df in units.values():
+        df.unpersist()
+
+
+def model_minus_baseline(model: tuple[dict, dict], baseline: tuple[dict, dict], ks: list[int]) -> dict:
+    """The model's metrics minus the baseline's with 95% intervals, paired on the same users (test
+    rows for RMSE/MAE), for each protocol both were judged by (see ``paired_differences``)."""
+    (ours, our_units), (theirs, their_units) = model, baseline
+    out = {}
+    if "rating" in our_units and "rating" in their_units:
+        out["rating"] = rating_differences(our_units["rating"], their_units["rating"], [USER_IDX, ITEM_IDX],
+                                           ours["rating"]["rmse"], theirs["rating"]["rmse"])
+    for protocol in ("sampled", "full"):
+        if protocol in our_units and protocol in their_units:
+            out[protocol] = paired_mean_differences(our_units[protocol], their_units[protocol], [USER_IDX],
+                                                    metric_names(ks))
     return out
 
 
@@ -188,42 +255,31 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
     e = cfg.evaluate
     lake_uri = lake.normalize_uri(cfg.lake)
     prepared = load_manifest(lake_uri)
-    splits = _read_splits(spark, prepared)
-    if "test" not in splits or "train" not in splits:
-        raise SparkrecError(f"prepared data {prepared['version']} has no train or no test rows "
+    splits = read_splits(spark, prepared)
+    if e.split not in splits or "train" not in splits:
+        raise SparkrecError(f"prepared data {prepared['version']} has no train or no {e.split} rows "
                             f"(splits: { {n: s.get('rows') for n, s in prepared['splits'].items()} }); "
                             f"set prepare.split so that both are non-empty and re-run jobs/prepare_data.py")
-    train, test = splits["train"], splits["test"]
+    train, test = splits["train"], splits[e.split]
     implicit, num_items, ks = prepared["implicit"], prepared["num_items"], sorted(set(e.k))
     if e.source == "scores":
         subject = TopKTable.load(spark, lake_uri, cfg.name, prepared)
         exclude_splits = list(subject.manifest.get("exclude_splits") or [])
     else:
         subject = TrainedModel.load(spark, lake_uri, cfg.name, prepared, train)
-        exclude_splits = list(e.exclude_splits)
+        # Evaluating on validation: its own pairs are the positives, not known items.
+        exclude_splits = [name for name in e.exclude_splits if name != e.split]
 
     # -- what every recommender is judged on ---------------------------------------------------
-    known = _pairs_of(splits, exclude_splits).cache()
     threshold = None if implicit else e.relevance_threshold
-    all_positives = relevant_test_pairs(test, known, threshold)
-    # Held-out cold items (prepare.split.cold_item_fraction) are judged by the cold-item protocol
-    # alone: in the others they would only measure that untrained items cannot be ranked.
-    warm_only = bool(prepared.get("cold_items"))
-    positives = (all_positives.join(train.select(ITEM_IDX).distinct(), ITEM_IDX, "left_semi") if warm_only
-                 else all_positives).cache()
-    sampled = sampled_lists(positives)
-    negatives, targets = sample_negatives(sampled, _pairs_of(splits, SPLITS), num_items, e.num_negatives, cfg.seed)
-    data = EvalData(
-        test=test, positives=positives, known=known, full_lists=full_ranking_lists(positives).cache(),
-        sampled=sampled.drop(ITEM_IDX).cache(),
-        candidates=sampled.select(USER_IDX, LIST_ID, ITEM_IDX).unionByName(negatives).cache(),
-        num_items=num_items, ks=ks, seed=cfg.seed)
-    counts = _counts(test, known, threshold, data, targets, e.num_negatives)
+    data = build_eval_data(splits, e.split, exclude_splits, cfg, prepared)
+    counts = _counts(test, data.known, threshold, data, data.targets, e.num_negatives)
 
     # -- the subject, then the baselines -------------------------------------------------------
     results = {}
     role = "scores" if e.source == "scores" else "model"
-    results[subject.name] = {"role": role, **evaluate_recommender(subject, data, implicit), "notes": []}
+    judged = evaluate_recommender(subject, data, implicit)
+    results[subject.name] = {"role": role, **judged[0], "notes": []}
     if isinstance(subject, TopKTable) and subject.depth < max(ks):
         results[subject.name]["notes"].append(
             f"{subject.name}: the table holds {subject.depth} items per user, so metrics at K > {subject.depth} "
@@ -231,8 +287,12 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
     baselines, skipped = fit_baselines(train, cfg, prepared)
     for rec in baselines:
         name = rec.name if rec.name not in results else f"{rec.name} (baseline)"
-        results[name] = {"role": "baseline", **evaluate_recommender(rec, data, implicit), "notes": []}
-    cold = evaluate_cold_items(subject, train, all_positives, known, num_items, ks, cfg.seed)
+        baseline = evaluate_recommender(rec, data, implicit)
+        results[name] = {"role": "baseline", **baseline[0], "model_minus_baseline": model_minus_baseline(judged, baseline, ks),
+                         "notes": []}
+        unpersist_units(baseline[1])
+    unpersist_units(judged[1])
+    cold = evaluate_cold_items(subject, train, data.all_positives, data.known, num_items, ks, cfg.seed)
 
     # -- publish -------------------------------------------------------------------------------
     root = lake.join(lake_uri, "reports", cfg.name)
@@ -245,12 +305,13 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
                  "num_users": prepared["num_users"], "num_items": num_items,
                  "relevance_threshold": threshold},
         "k": ks,
+        "split": e.split,
         "protocols": {
-            "full": {"description": f"Each user with a relevant test item ranks every item with training "
+            "full": {"description": f"Each user with a relevant {e.split} item ranks every item with training "
                                     f"interactions except its {'+'.join(exclude_splits) or 'no'} interactions; "
                                     f"lists cut at {max(ks)}.",
                      "exclude_splits": exclude_splits, "depth": max(ks)},
-            "sampled": {"description": f"Each relevant test item is ranked among {e.num_negatives} items drawn "
+            "sampled": {"description": f"Each relevant {e.split} item is ranked among {e.num_negatives} items drawn "
                                        f"uniformly (seed {cfg.seed}) from those the user never interacted with in "
                                        f"any split; distinct within a list (NCF protocol).",
                         "num_negatives": e.num_negatives, "seed": cfg.seed},
@@ -258,7 +319,7 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
                                           "items without training interactions (cold items) ranks every cold item "
                                           "except its known interactions; popularity can only order them at random "
                                           "(all have zero training interactions).",
-                           "depth": max(ks), "excluded_from_other_protocols": warm_only},
+                           "depth": max(ks), "excluded_from_other_protocols": bool(prepared.get("cold_items"))},
         },
         "counts": counts,
         "results": results,
@@ -272,6 +333,5 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
     lake.write_bytes_atomic(lake.join(version, REPORT_FILE), render_report(metrics, _history(subject)).encode("utf-8"))
     lake.write_json_atomic(lake.join(version, METRICS_FILE), metrics)
     lake.publish(root, version, metrics, pointer=METRICS_FILE)
-    for df in (known, positives, data.full_lists, data.sampled, data.candidates, targets):
-        df.unpersist()
+    data.unpersist()
     return {**metrics, "version": version}
