@@ -40,6 +40,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from functools import partial
 
 from sparkrec.config import load_config
 from sparkrec.data.prepare import load_manifest, run_prepare
@@ -143,14 +144,6 @@ def _better(a: float, b: float, direction: str) -> bool:
     return a < b if direction == "lower" else a > b
 
 
-def _pick(scored: list[tuple[list[str], float, dict]], direction: str) -> tuple[list[str], float, dict]:
-    best = scored[0]
-    for entry in scored[1:]:
-        if _better(entry[1], best[1], direction):
-            best = entry
-    return best
-
-
 def tune(spark, base: list[str], spec: dict) -> tuple[dict, list[str]]:
     """Score every grid point of the model and of each baseline on the validation split.
 
@@ -164,7 +157,8 @@ def tune(spark, base: list[str], spec: dict) -> tuple[dict, list[str]]:
     prepared = load_manifest(cfg.lake)
     splits = read_splits(spark, prepared)
     data = build_eval_data(splits, "validation", ["train"], cfg, prepared)
-    implicit, direction = prepared["implicit"], spec["select"][2]
+    implicit = prepared["implicit"]
+    pick = partial(min if spec["select"][2] == "lower" else max, key=lambda entry: entry[1])  # first of ties
     lines, chosen = [], {}
 
     def judge(rec: Recommender) -> float:
@@ -179,7 +173,7 @@ def tune(spark, base: list[str], spec: dict) -> tuple[dict, list[str]]:
         scored.append((point, judge(TrainedModel.load(spark, cfg.lake, point_cfg.name, prepared, splits["train"])),
                        {"name": point_cfg.name, "best_epoch": summary["best_epoch"]}))
         lines.append(f"  model {' '.join(point)}: {scored[-1][1]:.4f} (best epoch {summary['best_epoch']})")
-    chosen["model"] = _pick(scored, direction)
+    chosen["model"] = pick(scored)
     for name, points in spec["baseline_grids"].items():
         scored = []
         for point in points:
@@ -187,7 +181,7 @@ def tune(spark, base: list[str], spec: dict) -> tuple[dict, list[str]]:
                                 prepared)[0][0]
             scored.append((point, judge(rec), {}))
             lines.append(f"  {name} {' '.join(point)}: {scored[-1][1]:.4f}")
-        chosen[name] = _pick(scored, direction)
+        chosen[name] = pick(scored)
     data.unpersist()
     return chosen, lines
 

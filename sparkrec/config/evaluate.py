@@ -53,7 +53,9 @@ class EvaluateConfig(Section):
     """MLlib implicit ALS: confidence `alpha` (c = 1 + alpha * value)."""
 
     als_max_iter: int = Field(10, ge=1)
-    """MLlib ALS baselines: alternating iterations."""
+    """MLlib ALS baselines: alternating iterations. Above 10, set a checkpoint dir
+    (`spark.conf.spark.checkpoint.dir`): ALS cuts its lineage every 10 iterations only then, and a
+    longer lineage can overflow the stack when tasks are deserialised."""
 
     als_blocks: int = Field(10, ge=1)
     """MLlib ALS baselines: `numUserBlocks` and `numItemBlocks` (MLlib's default 10; about the

@@ -145,20 +145,18 @@ def evaluate_recommender(rec: Recommender, data: EvalData, implicit: bool,
         The metrics: ``rating`` (``rmse``, ``mae``, ``rows``) or None, ``sampled`` and ``full``
         (metric -> value, ``users``, ``lists``; full adds ``coverage@K``) or None, ``seconds``.
         And what they average, cached, per protocol that applied: ``rating`` (``user_idx``,
-        ``item_idx``, ``squared_error``, ``absolute_error`` per test row), ``sampled`` and ``full``
+        ``item_idx``, ``label``, ``prediction``, ``squared_error``, ``absolute_error`` per test row), ``sampled`` and ``full``
         (:func:`per_user_means`); unpersist them when done (:func:`unpersist_units`).
     """
     started = time.perf_counter()
     out: dict = {"rating": None, "sampled": None, "full": None}
     units: dict[str, DataFrame] = {}
     if "rating" in protocols and rec.predicts_ratings and not implicit:
-        predictions = rec.rating_predictions(data.test.select(USER_IDX, ITEM_IDX, LABEL)).cache()
-        out["rating"] = rating_metrics(predictions)
         error = F.col(PREDICTION).cast("double") - F.col(LABEL).cast("double")
-        units["rating"] = predictions.select(USER_IDX, ITEM_IDX, (error * error).alias(SQUARED_ERROR),
-                                             F.abs(error).alias(ABSOLUTE_ERROR)).cache()
-        units["rating"].count()
-        predictions.unpersist()
+        units["rating"] = (rec.rating_predictions(data.test.select(USER_IDX, ITEM_IDX, LABEL))
+                           .select(USER_IDX, ITEM_IDX, LABEL, PREDICTION, (error * error).alias(SQUARED_ERROR),
+                                   F.abs(error).alias(ABSOLUTE_ERROR)).cache())
+        out["rating"] = rating_metrics(units["rating"])
     if "sampled" in protocols and rec.ranks and rec.scores_pairs:
         ranked = rank_by_score(rec.score_pairs(data.candidates), data.seed)
         hits = ranked.where(F.col(ITEM_IDX) == F.col(LIST_ID)).select(USER_IDX, LIST_ID, RANK)
