@@ -22,7 +22,7 @@ from sparkrec.evaluate.report import cold_items_section
 from sparkrec.evaluate.run import run_evaluate
 from sparkrec.evaluate.subjects import TrainedModel
 from sparkrec.models.hybrid import HybridNCF
-from sparkrec.score.fast_ncf import DecomposedNCF, make_scorer
+from sparkrec.models.scoring import DecomposedNCF, make_scorer
 from sparkrec.score.job import run_score
 from sparkrec.train.artifact import load_model
 from sparkrec.train.feed import plan_shards

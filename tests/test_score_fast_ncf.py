@@ -7,7 +7,7 @@ from torch import nn
 
 from sparkrec.errors import SparkrecError
 from sparkrec.models.ncf import NCF, NCFConfig
-from sparkrec.score.fast_ncf import DecomposedNCF, PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models.scoring import DecomposedNCF, PairwiseScorer, items_per_chunk, make_scorer, top_k_items
 
 NUM_USERS, NUM_ITEMS = 40, 57
 

@@ -23,6 +23,7 @@ from sparkrec.config.input import InputConfig
 from sparkrec.config.pipeline import PipelineConfig
 from sparkrec.config.prepare import PrepareConfig
 from sparkrec.config.score import ScoreConfig
+from sparkrec.config.sequence import SequenceConfig
 from sparkrec.config.spark import SparkConfig
 from sparkrec.config.train import TrainConfig
 
@@ -46,6 +47,7 @@ class Config(Section):
     generate: GenerateConfig = GenerateConfig()
     prepare: PrepareConfig = PrepareConfig()
     train: TrainConfig = TrainConfig()
+    sequence: SequenceConfig = SequenceConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     score: ScoreConfig = ScoreConfig()
     pipeline: PipelineConfig = PipelineConfig()

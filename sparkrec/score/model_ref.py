@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from sparkrec import lake
 from sparkrec.models.ncf import NCF
-from sparkrec.score.fast_ncf import BlockScorer, make_scorer
+from sparkrec.models.scoring import BlockScorer, make_scorer
 from sparkrec.train.artifact import load_model_version, model_root
 
 

@@ -20,7 +20,7 @@ from sparkrec.columns import ITEM_IDX, USER_IDX
 from sparkrec.score import model_ref
 from sparkrec.train.artifact import read_meta
 from sparkrec.score.columns import RANK, SCORE
-from sparkrec.score.fast_ncf import items_per_chunk, top_k_items
+from sparkrec.models.scoring import items_per_chunk, top_k_items
 from sparkrec.score.worker import check_index_range, use_task_cpus
 
 SEEN = "_seen"

@@ -1,4 +1,14 @@
-"""Score one batch of users against every item without repeating work that does not depend on the pair.
+"""Score a batch of users against every item, in item blocks merged into a running top-K: the one
+scoring engine of serving (the score job), evaluation and train-time validation.
+
+Pure torch, no I/O: it runs on the device of the model it is given. Three block scorers:
+
+- :class:`DotProductScorer` for models whose score is a dot product (the history model
+  ``sequence``, whose user vectors come from the users' histories): one matrix product per block;
+- :class:`DecomposedNCF` for NCF models (below);
+- :class:`PairwiseScorer`, the model's own ``forward`` on every pair (any model, slower).
+
+NCF without repeating work that does not depend on the pair.
 
 The raw NeuMF score of user u and item i (He et al. 2017, with the optional biases) is
 
@@ -18,6 +28,7 @@ its own ``forward`` (correct for any model, just slower).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -28,15 +39,29 @@ from sparkrec.errors import SparkrecError
 BYTES_PER_FLOAT = 4
 
 
+@dataclass(frozen=True)
+class Histories:
+    """Users given by their histories (for history models): ``items`` long [B, L] left-padded with
+    -1 (latest item last) and ``labels`` float [B, L] (ratings; None for implicit data)."""
+
+    items: Tensor
+    labels: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
 class BlockScorer(Protocol):
     """Raw scores of a batch of users against a contiguous range of item indices."""
 
     num_items: int
+    device: torch.device
     floats_per_pair: int
     """Activation floats held per (user, item) pair while a block is scored; sizes the chunks."""
 
-    def user_state(self, users: Tensor) -> object:
-        """Everything per user that the blocks reuse (computed once per user batch)."""
+    def user_state(self, users: Tensor | Histories) -> object:
+        """Everything per user that the blocks reuse (computed once per user batch), from user
+        indices, or histories for a history model."""
 
     def block(self, state: object, start: int, end: int) -> Tensor:
         """New float tensor [batch, end - start] (callers write into it): raw scores of the batch
@@ -63,6 +88,7 @@ class DecomposedNCF:
             out_w = out_w[0]
             item_table = model.item_gmf if hasattr(model, "item_gmf") else model.item_mlp
             self.num_items = item_table.num_embeddings
+            self.device = item_table.weight.device
             # Score terms that depend on the user only / the item only.
             self.user_const = None
             self.item_const = model.output.bias.detach().expand(self.num_items).clone()
@@ -92,7 +118,7 @@ class DecomposedNCF:
                     self.item_proj = (item_mlp @ first.weight.detach()[:, dim:].T
                                       + first.bias.detach()).T.contiguous()                 # [hidden, items]
                     self.tail = _tail_steps(rest)
-                    self.buffers = _Buffers()
+                    self.buffers = _Buffers(self.device)
                     self.tower_out = out_w[offset:]
                     widths = [m.out_features for m in rest if isinstance(m, nn.Linear)]
                     # The broadcast sum, then each later layer's output (activations run in place).
@@ -147,15 +173,16 @@ class _Buffers:
     faults on every use (the CPU allocator hands large blocks back to the OS); reuse measured
     10-25% faster. One scorer serves one task at a time (a Python worker runs tasks serially)."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device):
         self._store: dict = {}
+        self.device = device
 
     def get(self, key, shape: tuple[int, int]) -> Tensor:
         """A contiguous float tensor of ``shape`` (contents undefined)."""
         size = shape[0] * shape[1]
         buf = self._store.get(key)
         if buf is None or buf.numel() < size:
-            buf = self._store[key] = torch.empty(size)
+            buf = self._store[key] = torch.empty(size, device=self.device)
         return buf[:size].view(shape)
 
 
@@ -185,14 +212,51 @@ class PairwiseScorer:
         self.model = model
         self.num_items = num_items
         self.floats_per_pair = floats_per_pair
+        self.device = next(model.parameters()).device
 
     def user_state(self, users: Tensor) -> Tensor:
         return users
 
     def block(self, state: Tensor, start: int, end: int) -> Tensor:
-        items = torch.arange(start, end, dtype=torch.long)
+        items = torch.arange(start, end, dtype=torch.long, device=self.device)
         users = state.repeat_interleave(len(items))
         return self.model(users, items.repeat(len(state))).view(len(state), len(items))
+
+
+class DotProductScorer:
+    """Block scorer of a model whose raw score is ``user vector . item vector + item bias + user
+    constant``: the history model (user vectors from ``Histories``) or GMF (from user indices).
+    The model provides ``user_vectors(...) -> (vectors [B, d], constants [B])`` and
+    ``item_table() -> (vectors [N, d], biases [N] or None)``."""
+
+    floats_per_pair = 1
+
+    def __init__(self, model: nn.Module):
+        model.eval()
+        self.model = model
+        with torch.no_grad():
+            table, bias = model.item_table()
+            self.table = table.detach()
+            self.bias = bias.detach() if bias is not None else torch.zeros(len(table), device=table.device)
+        self.num_items, self.device = len(self.table), self.table.device
+
+    @torch.inference_mode()
+    def user_state(self, users: Tensor | Histories) -> tuple[Tensor, Tensor]:
+        if isinstance(users, Histories):
+            return self.model.user_vectors(users.items.to(self.device),
+                                           None if users.labels is None else users.labels.to(self.device))
+        return self.model.user_vectors(users.to(self.device))
+
+    @torch.inference_mode()
+    def block(self, state: tuple[Tensor, Tensor], start: int, end: int) -> Tensor:
+        vectors, constants = state
+        scores = torch.addmm(self.bias[start:end].expand(len(vectors), -1), vectors, self.table[start:end].T)
+        return scores.add_(constants[:, None])
+
+
+def is_history_model(model_cfg: dict) -> bool:
+    """Whether a saved model config (model.json's ``model``) scores users from their histories."""
+    return model_cfg.get("kind") == "sequence"
 
 
 def has_ncf_structure(model: nn.Module) -> bool:
@@ -226,6 +290,11 @@ def make_scorer(model: nn.Module, num_items: int, check_pairs: int = 256, seed: 
     """
     # A model that can bake itself into a plain NCF (the hybrid: ID + content item vectors) is
     # served through that NCF; the check below still compares against its own forward.
+    if hasattr(model, "user_vectors") and not hasattr(model, "output"):  # the history model
+        scorer = DotProductScorer(model)
+        if scorer.num_items != num_items:
+            raise SparkrecError(f"model has {scorer.num_items} items but {num_items} were expected")
+        return scorer
     served = model.as_ncf() if hasattr(model, "as_ncf") else model
     if not has_ncf_structure(served):
         return PairwiseScorer(model, num_items)
@@ -264,8 +333,8 @@ def top_k_items(scorer: BlockScorer, users: Tensor, k: int, chunk: int,
     Parameters
     ----------
     scorer : BlockScorer
-    users : LongTensor [B]
-        User indices of this batch.
+    users : LongTensor [B] or Histories
+        User indices of this batch, or their histories (history models).
     k : int
         Items per user.
     chunk : int
@@ -283,10 +352,13 @@ def top_k_items(scorer: BlockScorer, users: Tensor, k: int, chunk: int,
         (k' = min(k, num_items)), and ``counts`` long [B]: how many leading entries of each row
         are real recommendations (fewer than k' when the user has seen nearly every candidate).
     """
-    batch, num_items = len(users), scorer.num_items
+    batch, num_items, device = len(users), scorer.num_items, scorer.device
     k = min(k, num_items)
     if seen_rows is None:
         seen_rows = seen_items = torch.empty(0, dtype=torch.long)
+    seen_rows, seen_items = seen_rows.to(device), seen_items.to(device)
+    if allowed is not None:
+        allowed = allowed.to(device)
     valid = (seen_items >= 0) & (seen_items < num_items)
     seen_rows, seen_items = seen_rows[valid], seen_items[valid]
     candidates = num_items
@@ -294,8 +366,8 @@ def top_k_items(scorer: BlockScorer, users: Tensor, k: int, chunk: int,
         kept = allowed[seen_items]   # a seen non-candidate must not be counted out twice
         seen_rows, seen_items = seen_rows[kept], seen_items[kept]
         candidates = int(allowed.sum())
-    best_scores = torch.empty(batch, 0)
-    best_items = torch.empty(batch, 0, dtype=torch.long)
+    best_scores = torch.empty(batch, 0, device=device)
+    best_items = torch.empty(batch, 0, dtype=torch.long, device=device)
     with torch.inference_mode():
         state = scorer.user_state(users)
         for start in range(0, num_items, chunk):
