@@ -1,6 +1,6 @@
 """The content dataset: item text of the prepared items as token-ID arrays, versioned in the lake.
 
-``<lake>/content/manifest.json`` (pointer, ``lake.publish``) -> version folder holding ``items/``
+``<lake>/content/manifest.json`` (pointer, ``lake.publishing``) -> version folder holding ``items/``
 (Parquet, one row per prepared item: ``item_idx`` long, ``tokens`` array<int> of
 ``content.max_tokens`` (0 = padding, 1 = unknown token), ``num_tokens`` int, ``has_text`` boolean,
 ``trained`` boolean) and ``token_vocab.json`` (list of strings, index = token id). The manifest
@@ -130,9 +130,8 @@ def run_prepare_content(spark: SparkSession, cfg: Config) -> dict:
         table = text.content_table(item_vocab, text.token_ids(matched, vocab, c.max_tokens), train, c.max_tokens)
 
         root = content_root(cfg.lake)
-        version = lake.new_version(root)
-        paths = {"items": lake.join(version, ITEMS), "token_vocab": lake.join(version, TOKEN_VOCAB)}
-        try:
+        with lake.publishing(root, keep=c.keep_versions) as staged:
+            paths = {"items": staged.path(ITEMS), "token_vocab": staged.path(TOKEN_VOCAB)}
             table.write.parquet(paths["items"])
             lake.write_json_atomic(paths["token_vocab"], tokens)
             counts.update(_counts(spark, paths["items"], source_tokens, matched, c.max_tokens))
@@ -141,16 +140,11 @@ def run_prepare_content(spark: SparkSession, cfg: Config) -> dict:
                                     f"{counts['distinct_items']} distinct items, but the prepared data has "
                                     f"{prepared['num_items']} items; re-run jobs/prepare_content.py")
             del counts["distinct_items"]
-            manifest = {"data_hash": prepared["data_hash"], "prepared_version": prepared["version"],
-                        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "source": c.source, "path": lake.normalize_uri(c.path), "max_tokens": c.max_tokens,
-                        "vocab_size": len(tokens), "paths": paths, "counts": counts, "config": dump_config(cfg)}
-            lake.publish(root, version, manifest, keep=c.keep_versions)
-        except BaseException:
-            pointer = lake.join(root, "manifest.json")
-            if not (lake.exists(pointer) and lake.read_json(pointer).get("version") == version):
-                lake.remove(version)
-            raise
+            staged.manifest = {"data_hash": prepared["data_hash"], "prepared_version": prepared["version"],
+                               "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "source": c.source, "path": lake.normalize_uri(c.path), "max_tokens": c.max_tokens,
+                               "vocab_size": len(tokens), "paths": paths, "counts": counts,
+                               "config": dump_config(cfg)}
     finally:
         source_tokens.unpersist()
     return lake.resolve(root)

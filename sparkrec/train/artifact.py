@@ -35,20 +35,19 @@ def save_model(lake_uri: str, name: str, state_dict: dict, meta: dict, publish: 
     dict
         The ``model.json`` content plus ``version`` (the folder URI).
     """
-    root = model_root(lake_uri, name)
-    version = lake.new_version(root)
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buf)
     meta = {**meta, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    lake.write_bytes_atomic(lake.join(version, WEIGHTS), buf.getvalue())
-    lake.write_json_atomic(lake.join(version, META), meta)
-    if publish:
-        publish_model(root, version, meta)
-    return {**meta, "version": version}
+    with lake.publishing(model_root(lake_uri, name), commit=publish) as staged:
+        lake.write_bytes_atomic(staged.path(WEIGHTS), buf.getvalue())
+        lake.write_json_atomic(staged.path(META), meta)
+        staged.manifest = meta
+    return {**meta, "version": staged.version}
 
 
 def publish_model(root: str, version: str, meta: dict) -> None:
-    """Make the written model ``version`` the one ``models/<name>`` (``root``) resolves to."""
+    """Make the model ``version``, written by ``save_model(publish=False)``, the one
+    ``models/<name>`` (``root``) resolves to."""
     lake.publish(root, version, meta)
 
 
