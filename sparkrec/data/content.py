@@ -28,6 +28,7 @@ from sparkrec.config.content import ContentConfig
 from sparkrec.data import item_text as text
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
+from sparkrec.models.store import check_same_data
 
 CONTENT = "content"
 ITEMS = "items"
@@ -171,8 +172,9 @@ def _counts(spark: SparkSession, items_uri: str, source_tokens: DataFrame, match
     return out
 
 
-def load_content_manifest(lake_uri: str, data_hash: str) -> dict:
-    """The published content manifest, checked to index the prepared data ``data_hash``.
+def load_content_manifest(lake_uri: str, prepared: dict) -> dict:
+    """The published content manifest, checked to index the prepared data ``prepared`` (its
+    published manifest).
 
     Raises
     ------
@@ -184,10 +186,8 @@ def load_content_manifest(lake_uri: str, data_hash: str) -> dict:
         raise SparkrecError(f"no item content published at {root}; set content.source and content.path and run "
                             f"jobs/prepare_content.py before training a hybrid model")
     manifest = lake.resolve(root)
-    if manifest["data_hash"] != data_hash:
-        raise SparkrecError(f"item content {manifest['version']} was built for prepared data {manifest['data_hash']}, "
-                            f"the current prepared data is {data_hash}: its item indices may name other items; "
-                            f"re-run jobs/prepare_content.py")
+    check_same_data(f"item content {manifest['version']}", manifest["data_hash"], prepared,
+                    fix="re-run jobs/prepare_content.py")
     return manifest
 
 

@@ -35,7 +35,7 @@ from sparkrec.evaluate.rating_metrics import PREDICTION, rating_metrics
 from sparkrec.evaluate.report import render_report
 from sparkrec.evaluate.subjects import TopKTable, TrainedModel
 from sparkrec.explain.store import explanation_digest
-from sparkrec.train.artifact import read_meta
+from sparkrec.models.store import read_meta
 
 SPLITS = ("train", "validation", "test")
 METRICS_FILE = "metrics.json"

@@ -17,8 +17,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec.columns import ITEM_IDX, USER_IDX
+from sparkrec.models.store import read_meta
 from sparkrec.score import model_ref
-from sparkrec.train.artifact import read_meta
 from sparkrec.score.columns import RANK, SCORE
 from sparkrec.score.fast_ncf import items_per_chunk, top_k_items
 from sparkrec.score.worker import check_index_range, use_task_cpus
