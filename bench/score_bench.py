@@ -80,7 +80,7 @@ def spark_bench(model: NCF, cfg: NCFConfig, args) -> dict:
     from sparkrec.config import load_config
     from sparkrec.score.topk import top_k_indices
     from sparkrec.session import get_spark
-    from sparkrec.train.artifact import save_model
+    from sparkrec.models.store import save_model
 
     spark = get_spark(load_config(None, ["spark.log_level=ERROR", "spark.driver_memory=4g",
                                          "spark.conf={spark.ui.showConsoleProgress: false}"]).spark)

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from sparkrec.config import load_config  # noqa: E402
 from sparkrec.data.prepare import run_prepare  # noqa: E402
 from sparkrec.data.synthetic import generate_interactions  # noqa: E402
-from sparkrec.score.model_ref import resolve_model  # noqa: E402
+from sparkrec.models.store import resolve_model  # noqa: E402
 from sparkrec.session import get_spark  # noqa: E402
 from sparkrec.train.launch import run_training  # noqa: E402
 

@@ -11,7 +11,7 @@ from sparkrec.data.prepare import load_manifest
 from sparkrec.data.sparse_vectors import KINDS, VALUE, publish_vectors
 from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.run import run_evaluate
-from sparkrec.train.artifact import load_model
+from sparkrec.models.store import load_model
 from sparkrec.train.feed import VectorShardReader, plan_dataset
 from sparkrec.train.launch import run_training
 

@@ -24,7 +24,7 @@ from sparkrec.evaluate.subjects import TrainedModel
 from sparkrec.models.hybrid import HybridNCF
 from sparkrec.models.scoring import DecomposedNCF, make_scorer
 from sparkrec.score.job import run_score
-from sparkrec.train.artifact import load_model
+from sparkrec.models.store import load_model
 from sparkrec.train.feed import plan_shards
 from sparkrec.train.launch import run_training
 

@@ -18,7 +18,7 @@ from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.run import run_evaluate
 from sparkrec.models.ncf import NCF, NCFConfig
 from sparkrec.score.job import run_score
-from sparkrec.train.artifact import load_model, save_model
+from sparkrec.models.store import load_model, save_model
 from sparkrec.train.launch import run_training
 
 pytestmark = pytest.mark.spark

@@ -19,7 +19,7 @@ from sparkrec.explain.job import run_explain
 from sparkrec.explain.store import explanation_digest, explanations_root
 from sparkrec.models.ncf import NCF, NCFConfig
 from sparkrec.score.job import run_score
-from sparkrec.train.artifact import load_model, save_model
+from sparkrec.models.store import load_model, save_model
 from sparkrec.train.launch import run_training
 
 pytestmark = pytest.mark.spark

@@ -16,7 +16,7 @@ from sparkrec.data.synthetic import generate_interactions
 from sparkrec.pipeline.history import latest_summary, runs_root
 from sparkrec.pipeline.run import run_pipeline
 from sparkrec.score.publish import POINTER, read_published, scores_root
-from sparkrec.train.artifact import load_model
+from sparkrec.models.store import load_model
 
 pytestmark = pytest.mark.spark
 

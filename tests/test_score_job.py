@@ -12,11 +12,11 @@ from sparkrec.config import load_config
 from sparkrec.data.prepare import load_manifest, run_prepare
 from sparkrec.data.synthetic import generate_interactions, write_synthetic
 from sparkrec.score.job import run_score
-from sparkrec.score.model_ref import resolve_model
+from sparkrec.models.store import resolve_model
 from sparkrec.score.pairs import UNKNOWN_ITEM, UNKNOWN_USER, UNTRAINED_ITEM, UNTRAINED_USER, score_index_pairs
 from sparkrec.score.publish import POINTER, read_published, scores_root
 from sparkrec.score.topk import top_k_indices
-from sparkrec.train.artifact import WEIGHTS, load_model, save_model
+from sparkrec.models.store import WEIGHTS, load_model, save_model
 from sparkrec.train.launch import run_training
 
 pytestmark = pytest.mark.spark

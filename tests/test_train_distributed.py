@@ -18,7 +18,7 @@ from sparkrec import lake as lakes
 from sparkrec.config import load_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
-from sparkrec.train.artifact import load_model
+from sparkrec.models.store import load_model
 from sparkrec.train.checkpoint import checkpoint_dir
 from sparkrec.train.feed import plan_shards
 from sparkrec.train.launch import run_training

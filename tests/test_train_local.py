@@ -17,7 +17,7 @@ from prepared_lakes import QUIET, read_split, sampled_hr_at_10, train_config as 
 from sparkrec import lake as lakes
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
-from sparkrec.train.artifact import load_model, model_root
+from sparkrec.models.store import load_model, model_root
 from sparkrec.train.checkpoint import checkpoint_dir, latest_checkpoint
 from sparkrec.train.launch import run_training
 

@@ -1,6 +1,6 @@
 """The content dataset: item text of the prepared items as token-ID arrays, versioned in the lake.
 
-``<lake>/content/manifest.json`` (pointer, ``lake.publish``) -> version folder holding ``items/``
+``<lake>/content/manifest.json`` (pointer, ``lake.publishing``) -> version folder holding ``items/``
 (Parquet, one row per prepared item: ``item_idx`` long, ``tokens`` array<int> of
 ``content.max_tokens`` (0 = padding, 1 = unknown token), ``num_tokens`` int, ``has_text`` boolean,
 ``trained`` boolean) and ``token_vocab.json`` (list of strings, index = token id). The manifest
@@ -28,6 +28,7 @@ from sparkrec.config.content import ContentConfig
 from sparkrec.data import item_text as text
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
+from sparkrec.models.store import check_same_data
 
 CONTENT = "content"
 ITEMS = "items"
@@ -130,9 +131,8 @@ def run_prepare_content(spark: SparkSession, cfg: Config) -> dict:
         table = text.content_table(item_vocab, text.token_ids(matched, vocab, c.max_tokens), train, c.max_tokens)
 
         root = content_root(cfg.lake)
-        version = lake.new_version(root)
-        paths = {"items": lake.join(version, ITEMS), "token_vocab": lake.join(version, TOKEN_VOCAB)}
-        try:
+        with lake.publishing(root, keep=c.keep_versions) as staged:
+            paths = {"items": staged.path(ITEMS), "token_vocab": staged.path(TOKEN_VOCAB)}
             table.write.parquet(paths["items"])
             lake.write_json_atomic(paths["token_vocab"], tokens)
             counts.update(_counts(spark, paths["items"], source_tokens, matched, c.max_tokens))
@@ -141,16 +141,11 @@ def run_prepare_content(spark: SparkSession, cfg: Config) -> dict:
                                     f"{counts['distinct_items']} distinct items, but the prepared data has "
                                     f"{prepared['num_items']} items; re-run jobs/prepare_content.py")
             del counts["distinct_items"]
-            manifest = {"data_hash": prepared["data_hash"], "prepared_version": prepared["version"],
-                        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "source": c.source, "path": lake.normalize_uri(c.path), "max_tokens": c.max_tokens,
-                        "vocab_size": len(tokens), "paths": paths, "counts": counts, "config": dump_config(cfg)}
-            lake.publish(root, version, manifest, keep=c.keep_versions)
-        except BaseException:
-            pointer = lake.join(root, "manifest.json")
-            if not (lake.exists(pointer) and lake.read_json(pointer).get("version") == version):
-                lake.remove(version)
-            raise
+            staged.manifest = {"data_hash": prepared["data_hash"], "prepared_version": prepared["version"],
+                               "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "source": c.source, "path": lake.normalize_uri(c.path), "max_tokens": c.max_tokens,
+                               "vocab_size": len(tokens), "paths": paths, "counts": counts,
+                               "config": dump_config(cfg)}
     finally:
         source_tokens.unpersist()
     return lake.resolve(root)
@@ -177,8 +172,9 @@ def _counts(spark: SparkSession, items_uri: str, source_tokens: DataFrame, match
     return out
 
 
-def load_content_manifest(lake_uri: str, data_hash: str) -> dict:
-    """The published content manifest, checked to index the prepared data ``data_hash``.
+def load_content_manifest(lake_uri: str, prepared: dict) -> dict:
+    """The published content manifest, checked to index the prepared data ``prepared`` (its
+    published manifest).
 
     Raises
     ------
@@ -190,10 +186,8 @@ def load_content_manifest(lake_uri: str, data_hash: str) -> dict:
         raise SparkrecError(f"no item content published at {root}; set content.source and content.path and run "
                             f"jobs/prepare_content.py before training a hybrid model")
     manifest = lake.resolve(root)
-    if manifest["data_hash"] != data_hash:
-        raise SparkrecError(f"item content {manifest['version']} was built for prepared data {manifest['data_hash']}, "
-                            f"the current prepared data is {data_hash}: its item indices may name other items; "
-                            f"re-run jobs/prepare_content.py")
+    check_same_data(f"item content {manifest['version']}", manifest["data_hash"], prepared,
+                    fix="re-run jobs/prepare_content.py")
     return manifest
 
 

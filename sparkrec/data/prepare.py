@@ -3,7 +3,7 @@
 Run order: read -> validate (bad rows to quarantine) -> dedupe -> implicit conversion -> k-core
 -> vocabularies -> split -> write -> check counts -> publish. Everything is written into a fresh
 version folder under ``<lake>/prepared/``; only when the whole version is written and its counts
-reconcile does ``lake.publish`` switch ``<lake>/prepared/manifest.json`` to it. A run that dies
+reconcile does ``lake.publishing`` switch ``<lake>/prepared/manifest.json`` to it. A run that dies
 earlier leaves the published version untouched (see ``sparkrec.lake``).
 """
 from __future__ import annotations
@@ -196,113 +196,116 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
                             "prepare.implicit_threshold, input.columns.rating=null, or prepare.dedupe=latest")
     previous = _previous_vocab(spark, cfg)
     root = prepared_root(cfg.lake)
-    version = lake.new_version(root)
     num_files = files_per_split(p.num_files, cfg.train.num_workers)
     persisted: list[DataFrame] = []
     clock = StepClock()
     try:
-        # Parsing twice (here and for dedupe) is cheaper than caching the parsed rows: building an
-        # in-memory cache of the string columns cost 2.5x a parse in bench/prepare_bench.py.
-        input_rows = raw.count()
-        checked = check_rows(raw, p.rating_min, p.rating_max)
-        quarantine_uri = lake.join(version, "quarantine")
-        quarantined_rows(checked).write.parquet(quarantine_uri)
-        found = dict(spark.read.parquet(quarantine_uri).groupBy(REASON).count().collect())
-        by_reason = {reason: found.pop(reason, 0) for reason in quality.REASONS}
-        assert not found, f"unknown quarantine reasons {found}"
-        clock.lap("quarantine")
-
-        deduped = dedupe(valid_rows(checked), p.dedupe).persist(StorageLevel.MEMORY_AND_DISK)
-        persisted.append(deduped)
-        totals = deduped.agg(F.count(F.lit(1)).alias("pairs"), F.sum(EVENTS).alias("events"),
-                             F.sum(ROWS).alias("rows")).first()
-        pairs, events, valid = totals["pairs"], totals["events"] or 0, totals["rows"] or 0
-        if input_rows != sum(by_reason.values()) + valid:
-            raise SparkrecError(f"counts do not reconcile: read {input_rows} rows but quarantined "
-                                f"{sum(by_reason.values())} and validated {valid}")
-        clock.lap("dedupe")
-
-        kept, candidates = deduped, pairs
-        if p.implicit_threshold is not None:
-            kept = positives(deduped, p.implicit_threshold)
-            candidates = kept.count()
-        kept, core = kcore(kept, candidates, p.min_user_interactions, p.min_item_interactions,
-                           p.kcore_max_iterations)
-        persisted.append(kept)
-        if not core.converged:
-            log.warning("k-core filter stopped after %d passes without converging; raise "
-                        "prepare.kcore_max_iterations for a stable core", core.iterations)
-        if core.rows == 0:
-            raise SparkrecError(f"no interactions left to train on: {input_rows} read, {by_reason} quarantined, "
-                                f"{valid - pairs} duplicates, {pairs - candidates} below the implicit threshold, "
-                                f"{candidates} filtered by the k-core minimums; check input.* and prepare.*")
-        clock.lap("filters")
-
-        paths = {name: lake.join(version, name) for name in ("quarantine", "user_vocab", "item_vocab")}
-        prev = previous or {}
-        num_users = _write_vocab(id_stats(kept, USER_ID, FIRST_TS), prev.get("users"), prev.get("num_users", 0),
-                                 paths["user_vocab"])
-        num_items = _write_vocab(id_stats(kept, ITEM_ID, FIRST_TS), prev.get("items"), prev.get("num_items", 0),
-                                 paths["item_vocab"])
-
-        cold_items = _count_cold_items(spark.read.parquet(paths["item_vocab"]), p.split, cfg.seed)
-        clock.lap("vocabularies")
-        users = spark.read.parquet(paths["user_vocab"]).select(
-            F.col(ORIGINAL_ID).alias(USER_ID), F.col(INDEX).alias(USER_IDX))
-        items = spark.read.parquet(paths["item_vocab"]).select(
-            F.col(ORIGINAL_ID).alias(ITEM_ID), F.col(INDEX).alias(ITEM_IDX))
-        label = F.lit(1.0) if implicit else F.col(RATING)
-        out = (assign_split(kept, p.split, cfg.seed).join(users, USER_ID).join(items, ITEM_ID)
-               .select(USER_IDX, ITEM_IDX, label.cast("float").alias(LABEL), TIMESTAMP, SPLIT))
-        layouts = _write_splits(out, version, num_files, p.row_group_bytes)
-        clock.lap("split_write")
-
-        written = sum(layout.rows for layout in layouts.values())
-        if written != core.rows:
-            raise SparkrecError(f"counts do not reconcile: kept {core.rows} interactions but wrote {written}")
-        counts = {
-            "input": input_rows,
-            "kept": core.rows,
-            "quarantined_by_reason": by_reason,
-            "duplicates": valid - pairs,
-            "filtered": pairs - core.rows,
-            "duplicates_by_kind": {"exact": valid - events, "repeated_pair": events - pairs},
-            "filtered_by": {"below_threshold": pairs - candidates, "kcore": candidates - core.rows},
-        }
-        splits = {name: {"path": lake.join(version, name), "rows": layout.rows, "files": len(layout.files),
-                         "row_groups": layout.row_groups} for name, layout in layouts.items()}
-        labels = [layout.stats[LABEL] for layout in layouts.values() if LABEL in layout.stats]
-        cfg_hash = config_hash(cfg)
-        parent = prev.get("data_hash")
-        content = {"config_hash": cfg_hash, "input": input_fingerprint(lake.normalize_uri(cfg.input.path)),
-                   "counts": counts, "num_users": num_users, "num_items": num_items, "parent": parent,
-                   "splits": {k: [v["rows"], v["row_groups"]] for k, v in splits.items()}}
-        manifest = {
-            "input_path": lake.normalize_uri(cfg.input.path),
-            "config_hash": cfg_hash,
-            "data_hash": _sha(content),
-            "parent_data_hash": parent,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "counts": counts,
-            "num_users": num_users,
-            "num_items": num_items,
-            "cold_items": cold_items,
-            "implicit": implicit,
-            "rating_range": [float(min(lo for lo, _ in labels)), float(max(hi for _, hi in labels))],
-            "splits": splits,
-            "schema": layouts["train"].schema,
-            "paths": paths,
-            "kcore": {"iterations": core.iterations, "converged": core.converged},
-            "num_files": num_files,
-            "config": dump_config(cfg),
-        }
-        clock.lap("manifest")
-        lake.publish(root, version, {**manifest, "step_seconds": clock.seconds})
-    except BaseException:
-        if not lake.is_published(root, version):  # publish may fail while pruning, after the switch
-            lake.remove(version)  # never published: do not leave it for the next publish to weigh
-        raise
+        with lake.publishing(root) as staged:
+            _prepare_version(spark, cfg, raw, staged, previous, num_files, implicit, persisted, clock)
     finally:
         for df in persisted:
             df.unpersist()
     return lake.resolve(root)  # exactly what load_manifest() now returns
+
+
+def _prepare_version(spark: SparkSession, cfg: Config, raw: DataFrame, staged: lake.Staged, previous: dict | None,
+                     num_files: int, implicit: bool, persisted: list[DataFrame], clock: StepClock) -> None:
+    """Write one prepared version into ``staged`` and set its manifest (see ``run_prepare``)."""
+    p, version = cfg.prepare, staged.version
+    # Parsing twice (here and for dedupe) is cheaper than caching the parsed rows: building an
+    # in-memory cache of the string columns cost 2.5x a parse in bench/prepare_bench.py.
+    input_rows = raw.count()
+    checked = check_rows(raw, p.rating_min, p.rating_max)
+    quarantine_uri = lake.join(version, "quarantine")
+    quarantined_rows(checked).write.parquet(quarantine_uri)
+    found = dict(spark.read.parquet(quarantine_uri).groupBy(REASON).count().collect())
+    by_reason = {reason: found.pop(reason, 0) for reason in quality.REASONS}
+    assert not found, f"unknown quarantine reasons {found}"
+    clock.lap("quarantine")
+
+    deduped = dedupe(valid_rows(checked), p.dedupe).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted.append(deduped)
+    totals = deduped.agg(F.count(F.lit(1)).alias("pairs"), F.sum(EVENTS).alias("events"),
+                         F.sum(ROWS).alias("rows")).first()
+    pairs, events, valid = totals["pairs"], totals["events"] or 0, totals["rows"] or 0
+    if input_rows != sum(by_reason.values()) + valid:
+        raise SparkrecError(f"counts do not reconcile: read {input_rows} rows but quarantined "
+                            f"{sum(by_reason.values())} and validated {valid}")
+    clock.lap("dedupe")
+
+    kept, candidates = deduped, pairs
+    if p.implicit_threshold is not None:
+        kept = positives(deduped, p.implicit_threshold)
+        candidates = kept.count()
+    kept, core = kcore(kept, candidates, p.min_user_interactions, p.min_item_interactions,
+                       p.kcore_max_iterations)
+    persisted.append(kept)
+    if not core.converged:
+        log.warning("k-core filter stopped after %d passes without converging; raise "
+                    "prepare.kcore_max_iterations for a stable core", core.iterations)
+    if core.rows == 0:
+        raise SparkrecError(f"no interactions left to train on: {input_rows} read, {by_reason} quarantined, "
+                            f"{valid - pairs} duplicates, {pairs - candidates} below the implicit threshold, "
+                            f"{candidates} filtered by the k-core minimums; check input.* and prepare.*")
+    clock.lap("filters")
+
+    paths = {name: lake.join(version, name) for name in ("quarantine", "user_vocab", "item_vocab")}
+    prev = previous or {}
+    num_users = _write_vocab(id_stats(kept, USER_ID, FIRST_TS), prev.get("users"), prev.get("num_users", 0),
+                             paths["user_vocab"])
+    num_items = _write_vocab(id_stats(kept, ITEM_ID, FIRST_TS), prev.get("items"), prev.get("num_items", 0),
+                             paths["item_vocab"])
+
+    cold_items = _count_cold_items(spark.read.parquet(paths["item_vocab"]), p.split, cfg.seed)
+    clock.lap("vocabularies")
+    users = spark.read.parquet(paths["user_vocab"]).select(
+        F.col(ORIGINAL_ID).alias(USER_ID), F.col(INDEX).alias(USER_IDX))
+    items = spark.read.parquet(paths["item_vocab"]).select(
+        F.col(ORIGINAL_ID).alias(ITEM_ID), F.col(INDEX).alias(ITEM_IDX))
+    label = F.lit(1.0) if implicit else F.col(RATING)
+    out = (assign_split(kept, p.split, cfg.seed).join(users, USER_ID).join(items, ITEM_ID)
+           .select(USER_IDX, ITEM_IDX, label.cast("float").alias(LABEL), TIMESTAMP, SPLIT))
+    layouts = _write_splits(out, version, num_files, p.row_group_bytes)
+    clock.lap("split_write")
+
+    written = sum(layout.rows for layout in layouts.values())
+    if written != core.rows:
+        raise SparkrecError(f"counts do not reconcile: kept {core.rows} interactions but wrote {written}")
+    counts = {
+        "input": input_rows,
+        "kept": core.rows,
+        "quarantined_by_reason": by_reason,
+        "duplicates": valid - pairs,
+        "filtered": pairs - core.rows,
+        "duplicates_by_kind": {"exact": valid - events, "repeated_pair": events - pairs},
+        "filtered_by": {"below_threshold": pairs - candidates, "kcore": candidates - core.rows},
+    }
+    splits = {name: {"path": lake.join(version, name), "rows": layout.rows, "files": len(layout.files),
+                     "row_groups": layout.row_groups} for name, layout in layouts.items()}
+    labels = [layout.stats[LABEL] for layout in layouts.values() if LABEL in layout.stats]
+    cfg_hash = config_hash(cfg)
+    parent = prev.get("data_hash")
+    content = {"config_hash": cfg_hash, "input": input_fingerprint(lake.normalize_uri(cfg.input.path)),
+               "counts": counts, "num_users": num_users, "num_items": num_items, "parent": parent,
+               "splits": {k: [v["rows"], v["row_groups"]] for k, v in splits.items()}}
+    manifest = {
+        "input_path": lake.normalize_uri(cfg.input.path),
+        "config_hash": cfg_hash,
+        "data_hash": _sha(content),
+        "parent_data_hash": parent,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "counts": counts,
+        "num_users": num_users,
+        "num_items": num_items,
+        "cold_items": cold_items,
+        "implicit": implicit,
+        "rating_range": [float(min(lo for lo, _ in labels)), float(max(hi for _, hi in labels))],
+        "splits": splits,
+        "schema": layouts["train"].schema,
+        "paths": paths,
+        "kcore": {"iterations": core.iterations, "converged": core.converged},
+        "num_files": num_files,
+        "config": dump_config(cfg),
+    }
+    clock.lap("manifest")
+    staged.manifest = {**manifest, "step_seconds": clock.seconds}

@@ -7,7 +7,7 @@
 
 They are a derived dataset of one prepared version: written as a new version folder under
 ``<lake>/vectors/<kind>/`` with the prepared data's layout rules (a multiple of the workers in
-files, row groups listed in Petastorm's order) and published by switching
+files, row groups listed in Petastorm's order) and published (``lake.publishing``) by switching
 ``<lake>/vectors/<kind>/manifest.json`` once their counts reconcile with the train split. A later
 run on the same prepared data (same ``data_hash``) reuses them.
 """
@@ -91,9 +91,9 @@ def publish_vectors(spark: SparkSession, lake_uri: str, prepared: dict, kind: st
     found = current_vectors(lake_uri, prepared, kind, num_workers)
     if found:
         return found
-    version = lake.new_version(root)
     train = spark.read.parquet(prepared["splits"]["train"]["path"])
-    try:
+    with lake.publishing(root) as staged:
+        version = staged.version
         # Hash partitions by key: each file gets an even share of vectors whatever the key order.
         (sparse_vectors(train, key, indices).repartition(num_files, key)
          .write.option("parquet.block.size", row_group_bytes).parquet(version))
@@ -106,14 +106,9 @@ def publish_vectors(spark: SparkSession, lake_uri: str, prepared: dict, kind: st
                                 f"rows for {check['keys']} distinct {key}, {check['nonzeros']} indices and "
                                 f"{check['values']} values against {train_rows} training rows; re-run prepare")
         layout = read_layout(version)
-        manifest = {"kind": kind, "key": key, "indices": indices, "data_hash": prepared["data_hash"],
-                    "prepared_version": prepared["version"], "path": version, "rows": layout.rows,
-                    "nonzeros": int(check["nonzeros"]), "files": len(layout.files),
-                    "row_groups": layout.row_groups,
-                    "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        lake.publish(root, version, manifest)
-    except BaseException:
-        if not lake.is_published(root, version):  # never published: leave nothing half-written behind
-            lake.remove(version)
-        raise
+        staged.manifest = {"kind": kind, "key": key, "indices": indices, "data_hash": prepared["data_hash"],
+                           "prepared_version": prepared["version"], "path": version, "rows": layout.rows,
+                           "nonzeros": int(check["nonzeros"]), "files": len(layout.files),
+                           "row_groups": layout.row_groups,
+                           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return lake.resolve(root)

@@ -35,7 +35,7 @@ from sparkrec.evaluate.rating_metrics import PREDICTION, rating_metrics
 from sparkrec.evaluate.report import render_report
 from sparkrec.evaluate.subjects import TopKTable, TrainedModel
 from sparkrec.explain.store import explanation_digest
-from sparkrec.train.artifact import read_meta
+from sparkrec.models.store import read_meta
 
 SPLITS = ("train", "validation", "test")
 METRICS_FILE = "metrics.json"
@@ -294,42 +294,42 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
 
     # -- publish -------------------------------------------------------------------------------
     root = lake.join(lake_uri, "reports", cfg.name)
-    version = lake.new_version(root)
-    metrics = {
-        "name": cfg.name,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "subject": subject.describe(),
-        "data": {"prepared_version": prepared["version"], "data_hash": prepared["data_hash"], "implicit": implicit,
-                 "num_users": prepared["num_users"], "num_items": num_items,
-                 "relevance_threshold": threshold},
-        "k": ks,
-        "split": e.split,
-        "protocols": {
-            "full": {"description": f"Each user with a relevant {e.split} item ranks every item with training "
-                                    f"interactions except its {'+'.join(exclude_splits) or 'no'} interactions; "
-                                    f"lists cut at {max(ks)}.",
-                     "exclude_splits": exclude_splits, "depth": max(ks)},
-            "sampled": {"description": f"Each relevant {e.split} item is ranked among {e.num_negatives} items drawn "
-                                       f"uniformly (seed {cfg.seed}) from those the user never interacted with in "
-                                       f"any split; distinct within a list (NCF protocol).",
-                        "num_negatives": e.num_negatives, "seed": cfg.seed},
-            "cold_items": {"description": "Each user with training interactions and a relevant test item among the "
-                                          "items without training interactions (cold items) ranks every cold item "
-                                          "except its known interactions; popularity can only order them at random "
-                                          "(all have zero training interactions).",
-                           "depth": max(ks), "excluded_from_other_protocols": bool(prepared.get("cold_items"))},
-        },
-        "counts": counts,
-        "results": results,
-        "cold_items": cold,
-        "explanations": explanation_digest(spark, lake_uri, cfg.name),
-        "skipped_baselines": skipped,
-        "definitions": DEFINITIONS,
-        "config": dump_config(cfg),
-        "report": lake.join(version, REPORT_FILE),
-    }
-    lake.write_bytes_atomic(lake.join(version, REPORT_FILE), render_report(metrics, _history(subject)).encode("utf-8"))
-    lake.write_json_atomic(lake.join(version, METRICS_FILE), metrics)
-    lake.publish(root, version, metrics, pointer=METRICS_FILE)
+    with lake.publishing(root, pointer=METRICS_FILE) as staged:
+        metrics = {
+            "name": cfg.name,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "subject": subject.describe(),
+            "data": {"prepared_version": prepared["version"], "data_hash": prepared["data_hash"], "implicit": implicit,
+                     "num_users": prepared["num_users"], "num_items": num_items,
+                     "relevance_threshold": threshold},
+            "k": ks,
+            "split": e.split,
+            "protocols": {
+                "full": {"description": f"Each user with a relevant {e.split} item ranks every item with training "
+                                        f"interactions except its {'+'.join(exclude_splits) or 'no'} interactions; "
+                                        f"lists cut at {max(ks)}.",
+                         "exclude_splits": exclude_splits, "depth": max(ks)},
+                "sampled": {"description": f"Each relevant {e.split} item is ranked among {e.num_negatives} items "
+                                           f"drawn uniformly (seed {cfg.seed}) from those the user never interacted "
+                                           f"with in any split; distinct within a list (NCF protocol).",
+                            "num_negatives": e.num_negatives, "seed": cfg.seed},
+                "cold_items": {"description": "Each user with training interactions and a relevant test item among the "
+                                              "items without training interactions (cold items) ranks every cold item "
+                                              "except its known interactions; popularity can only order them at random "
+                                              "(all have zero training interactions).",
+                               "depth": max(ks), "excluded_from_other_protocols": bool(prepared.get("cold_items"))},
+            },
+            "counts": counts,
+            "results": results,
+            "cold_items": cold,
+            "explanations": explanation_digest(spark, lake_uri, cfg.name),
+            "skipped_baselines": skipped,
+            "definitions": DEFINITIONS,
+            "config": dump_config(cfg),
+            "report": staged.path(REPORT_FILE),
+        }
+        lake.write_bytes_atomic(staged.path(REPORT_FILE), render_report(metrics, _history(subject)).encode("utf-8"))
+        lake.write_json_atomic(staged.path(METRICS_FILE), metrics)
+        staged.manifest = metrics
     data.unpersist()
-    return {**metrics, "version": version}
+    return {**metrics, "version": staged.version}

@@ -15,20 +15,12 @@ from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.baselines import Recommender
 from sparkrec.evaluate.ranking_metrics import RANK, SCORE
 from sparkrec.evaluate.rating_metrics import PREDICTION
-from sparkrec.score.model_ref import resolve_model
-from sparkrec.train.artifact import read_meta
+from sparkrec.models.store import check_same_data, read_meta, resolve_model
 from sparkrec.score.pairs import score_index_pairs
 from sparkrec.score.publish import POINTER, scores_root
 from sparkrec.score.topk import top_k_indices
 
-
-def check_same_data(what: str, data_hash: str, prepared: dict) -> None:
-    """Indices only mean the same users and items within one prepared version."""
-    if data_hash != prepared["data_hash"]:
-        raise SparkrecError(
-            f"{what} was built from prepared data {data_hash}, but the published prepared data is "
-            f"{prepared['data_hash']}: its indices may name other users and items; retrain (jobs/train_ncf.py) "
-            f"and re-score on the current data before evaluating")
+RESCORE = "retrain (jobs/train_ncf.py) and re-score on the current prepared data before evaluating"
 
 
 class TrainedModel(Recommender):
@@ -49,7 +41,7 @@ class TrainedModel(Recommender):
     def load(cls, spark: SparkSession, lake_uri: str, name: str, prepared: dict, train: DataFrame) -> "TrainedModel":
         uri = resolve_model(lake_uri, name)
         meta = read_meta(uri)
-        check_same_data(f"model {name!r} ({uri})", meta["data_hash"], prepared)
+        check_same_data(f"model {name!r} ({uri})", meta["data_hash"], prepared, fix=RESCORE)
         return cls(spark, name, uri, meta, train.select(ITEM_IDX).distinct())
 
     def describe(self) -> dict:
@@ -87,7 +79,7 @@ class TopKTable(Recommender):
         if manifest.get("mode") != "top_k":
             raise SparkrecError(f"{root} holds a {manifest.get('mode')!r} table, not top-K recommendations; "
                                 f"run jobs/score.py without score.pairs")
-        check_same_data(f"score table {root}", manifest["data_hash"], prepared)
+        check_same_data(f"score table {root}", manifest["data_hash"], prepared, fix=RESCORE)
         users = spark.read.parquet(prepared["paths"]["user_vocab"]).select(
             F.col(ORIGINAL_ID).alias(USER_ID), F.col(INDEX).alias(USER_IDX))
         items = spark.read.parquet(prepared["paths"]["item_vocab"]).select(

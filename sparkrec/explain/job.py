@@ -19,15 +19,13 @@ from sparkrec.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
 from sparkrec.config import Config, dump_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
-from sparkrec.evaluate.subjects import check_same_data
 from sparkrec.explain.attributions import (
     Attribution, has_history_input, has_token_input, history_attributions, token_attributions,
 )
 from sparkrec.explain.pairs import histories, item_ids, pairs_from_file, pairs_from_top_k
 from sparkrec.explain.store import HISTORY_ITEM, TOKEN, explanations_root, publish_explanations
 from sparkrec.score.columns import RANK
-from sparkrec.score.model_ref import resolve_model
-from sparkrec.train.artifact import load_model_version
+from sparkrec.models.store import check_same_data, load_model_version, resolve_model
 
 TOKEN_VOCAB = "token_vocab"  # key of model.json's "model" (the model config): token strings by id
 

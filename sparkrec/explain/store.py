@@ -1,7 +1,7 @@
 """``<lake>/explanations/<name>/``: the attribution table and its summary, published atomically.
 
 Each run writes a fresh version folder holding ``attributions/`` (Parquet) and ``summary.json``,
-checks the table's row count, then switches ``manifest.json`` (``sparkrec.lake.publish``): readers
+checks the table's row count, then switches ``manifest.json`` (``sparkrec.lake.publishing``): readers
 see the previous complete explanations or the new ones, never a half-written run.
 """
 from __future__ import annotations
@@ -45,22 +45,17 @@ def publish_explanations(spark: SparkSession, root: str, rows: list[tuple], summ
     SparkrecError
         The written table does not hold ``len(rows)`` rows; nothing is published.
     """
-    version = lake.new_version(root)
-    table = lake.join(version, TABLE)
-    try:
+    with lake.publishing(root, keep=keep) as staged:
+        table = staged.path(TABLE)
         spark.createDataFrame(rows, SCHEMA).coalesce(1).write.mode("errorifexists").parquet(table)
         written = spark.read.parquet(table).count()
         if written != len(rows):
             raise SparkrecError(f"wrote {written} attribution rows to {table} but expected {len(rows)}; the "
                                 f"previous explanations at {root} stay published")
-        lake.write_json_atomic(lake.join(version, SUMMARY), summary)
-    except BaseException:
-        lake.remove(version)  # never published: nothing may read it
-        raise
-    manifest = {**{k: v for k, v in summary.items() if k != "pairs"}, "rows": written,
-                "table": table, "summary": lake.join(version, SUMMARY)}
-    lake.publish(root, version, manifest, keep=keep)
-    return {**manifest, "version": version}
+        lake.write_json_atomic(staged.path(SUMMARY), summary)
+        staged.manifest = {**{k: v for k, v in summary.items() if k != "pairs"}, "rows": written,
+                           "table": table, "summary": staged.path(SUMMARY)}
+    return {**staged.manifest, "version": staged.version}
 
 
 def explanation_digest(spark: SparkSession, lake_uri: str, name: str, users: int = 3, per_side: int = 3) -> dict | None:

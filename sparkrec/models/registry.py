@@ -1,6 +1,6 @@
 """Model kinds by name: how a saved ``model.json`` (its ``model`` dict) becomes a module again.
 
-Every model family registers its kinds here, so loading (``sparkrec.train.artifact``), scoring and
+Every model family registers its kinds here, so loading (``sparkrec.models.store``), scoring and
 evaluation never need to know which family a published model belongs to. A family provides a
 frozen config dataclass with ``kind``, ``to_dict()`` and ``from_dict()``, and a module class
 built from that config whose ``forward(user_idx, item_idx)`` returns raw scores [B] and whose

@@ -18,7 +18,7 @@ from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.candidates import interactions, sample_negatives, sampled_lists
 from sparkrec.evaluate.ranking_metrics import LIST_ID, RANK, SCORE, mean_over_users, per_list_metrics, rank_by_score
 from sparkrec.evaluate.rating_metrics import rating_metrics
-from sparkrec.train.artifact import read_meta
+from sparkrec.models.store import read_meta
 from sparkrec.score.pairs import score_index_pairs
 
 GATE_K = 10

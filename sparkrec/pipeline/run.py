@@ -28,9 +28,8 @@ from sparkrec.evaluate.run import METRICS_FILE, run_evaluate
 from sparkrec.pipeline import gate
 from sparkrec.pipeline.history import latest_summary, mark_latest, new_run_id, write_summary
 from sparkrec.score.job import run_score
-from sparkrec.train.artifact import read_meta
+from sparkrec.models.store import model_root, publish_model, read_meta
 from sparkrec.score.publish import POINTER as SCORES_POINTER, scores_root
-from sparkrec.train.artifact import model_root, publish_model
 from sparkrec.train.launch import run_training
 
 

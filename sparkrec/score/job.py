@@ -16,23 +16,14 @@ from sparkrec.columns import INDEX, ITEM_ID, ITEM_IDX, ORIGINAL_ID, REASON, USER
 from sparkrec.config import Config, dump_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
+from sparkrec.models.store import check_same_data, read_meta, resolve_model
 from sparkrec.score.cold_items import scores_cold_items, servable_items
 from sparkrec.score.columns import BUCKET, PREDICTION, RANK, SCORE
-from sparkrec.score.model_ref import resolve_model
-from sparkrec.train.artifact import read_meta
 from sparkrec.score.pairs import index_pairs, score_pairs
 from sparkrec.score.publish import publish_table, scores_root
 from sparkrec.score.recommend import recommend
 
 PAIRS_SUFFIX = "-pairs"
-
-
-def _check_model_fits_data(meta: dict, prepared: dict, name: str) -> None:
-    if meta["data_hash"] != prepared["data_hash"]:
-        raise SparkrecError(
-            f"model {name!r} ({meta['version']}) was trained on prepared data {meta['data_hash']}, but the published "
-            f"prepared data is {prepared['data_hash']}: its indices may name other users and items; retrain "
-            f"(jobs/train_ncf.py) before scoring")
 
 
 def _read_parquet(spark: SparkSession, path: str, needed: tuple[str, ...], key: str) -> DataFrame:
@@ -134,7 +125,7 @@ def run_score(spark: SparkSession, cfg: Config) -> dict:
     prepared = load_manifest(lake_uri)
     model = resolve_model(lake_uri, cfg.name)
     meta = read_meta(model)
-    _check_model_fits_data(meta, prepared, cfg.name)
+    check_same_data(f"model {cfg.name!r} ({model})", meta["data_hash"], prepared)
     if cfg.score.pairs:
         return score_pair_file(spark, cfg, model, meta, prepared)
     return score_top_k(spark, cfg, model, meta, prepared)

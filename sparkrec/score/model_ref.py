@@ -1,7 +1,7 @@
 """How scoring names a model: the URI of one published model version folder.
 
-The driver resolves ``models/<name>/manifest.json`` once (``resolve_model``) and hands executors
-that plain string. Version folders never change after publishing and the last two are kept, so
+The driver resolves ``models/<name>/manifest.json`` once (``sparkrec.models.store.resolve_model``)
+and hands executors that plain string. Version folders never change after publishing and the last two are kept, so
 every task of a job scores with the same weights even if a newer model is published meanwhile.
 Executors load a version once per Python worker process (``cached_model``/``cached_scorer``).
 """
@@ -9,22 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from sparkrec import lake
 from sparkrec.models.ncf import NCF
 from sparkrec.models.scoring import BlockScorer, make_scorer
-from sparkrec.train.artifact import load_model_version, model_root
-
-
-def resolve_model(lake_uri: str, name: str) -> str:
-    """URI of the version folder of the published model ``name``: the model reference that
-    ``top_k_indices`` and ``score_index_pairs`` take.
-
-    Raises
-    ------
-    SparkrecError
-        No model of that name is published under ``lake_uri``.
-    """
-    return lake.resolve(model_root(lake_uri, name))["version"]
+from sparkrec.models.store import load_model_version
 
 
 @lru_cache(maxsize=2)

@@ -1,7 +1,7 @@
 """Write a score table so readers only ever see a complete one.
 
 Each run writes a fresh version folder under ``<lake>/scores/<name>/``, checks its row count, and
-only then switches the ``_manifest.json`` pointer (``sparkrec.lake.publish``). A run that fails or
+only then switches the ``_manifest.json`` pointer (``sparkrec.lake.publishing``). A run that fails or
 is killed before the switch leaves the previous table in place; a re-run replaces it whole.
 Readers resolve the pointer (``read_published``), never list the folder.
 """
@@ -61,7 +61,6 @@ def publish_table(df: DataFrame, root: str, manifest: dict, expected_rows: int, 
         The written row count differs from ``expected_rows``; the pointer still names the
         previous version.
     """
-    version = lake.new_version(root)
     if partition_by:
         df = df.repartition(partition_by)
     if sort_by:
@@ -69,18 +68,15 @@ def publish_table(df: DataFrame, root: str, manifest: dict, expected_rows: int, 
     writer = df.write.mode("errorifexists").format("parquet")
     if partition_by:
         writer = writer.partitionBy(partition_by)
-    try:
-        writer.save(version)
-        rows = df.sparkSession.read.parquet(version).count()
+    with lake.publishing(root, pointer=POINTER, keep=keep) as staged:
+        writer.save(staged.version)
+        rows = df.sparkSession.read.parquet(staged.version).count()
         if rows != expected_rows:
-            raise SparkrecError(f"wrote {rows} rows to {version} but expected {expected_rows}; the previous "
+            raise SparkrecError(f"wrote {rows} rows to {staged.version} but expected {expected_rows}; the previous "
                                 f"table at {root} stays published")
-    except BaseException:
-        lake.remove(version)  # never published: nothing may read it, so do not keep it around
-        raise
-    full = {**manifest, "rows": rows, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    lake.publish(root, version, full, pointer=POINTER, keep=keep)
-    return {**full, "version": version}
+        staged.manifest = {**manifest, "rows": rows,
+                           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {**staged.manifest, "version": staged.version}
 
 
 def read_published(spark: SparkSession, root: str) -> DataFrame:

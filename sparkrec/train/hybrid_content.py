@@ -25,7 +25,7 @@ def hybrid_config(cfg: Config, manifest: dict, base: NCFConfig) -> HybridConfig:
     SparkrecError
         No content published for this prepared data.
     """
-    content = load_content_manifest(cfg.lake, manifest["data_hash"])
+    content = load_content_manifest(cfg.lake, manifest)
     vocab = lake.read_json(content["paths"]["token_vocab"])
     c = cfg.content
     shared = {k: v for k, v in base.to_dict().items() if k != "kind"}
@@ -46,7 +46,7 @@ def hybrid_model(cfg: Config, model_cfg: HybridConfig, manifest: dict) -> Hybrid
     SparkrecError
         The content changed since ``model_cfg`` was built, or does not fit it.
     """
-    content = load_content_manifest(cfg.lake, manifest["data_hash"])
+    content = load_content_manifest(cfg.lake, manifest)
     tokens, trained = read_content_arrays(content)
     model = HybridNCF(model_cfg)
     try:

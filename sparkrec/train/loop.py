@@ -28,7 +28,7 @@ from sparkrec.models import sequence
 from sparkrec.models.ncf import NCF, NCFConfig, neumf_from_pretrained, warm_started
 from sparkrec.models.registry import FAMILIES
 from sparkrec.train import distributed as dist
-from sparkrec.train.artifact import load_model, load_model_version, save_model
+from sparkrec.models.store import check_same_data, load_model, load_model_version, save_model
 from sparkrec.train.checkpoint import (
     checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, save_checkpoint,
 )
@@ -98,9 +98,7 @@ def build_model(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF,
     parts, parent = {}, {}
     for kind, name in (("gmf", t.pretrained_gmf), ("mlp", t.pretrained_mlp)):
         parts[kind], meta = load_model(cfg.lake, name)
-        if meta["data_hash"] != manifest["data_hash"]:
-            raise SparkrecError(f"pretrained {kind} model {name!r} was trained on prepared data {meta['data_hash']}, "
-                                f"the current prepared data is {manifest['data_hash']}; retrain it on the current data")
+        check_same_data(f"pretrained {kind} model {name!r} ({meta['version']})", meta["data_hash"], manifest)
         parent[kind] = {"name": name, "version": meta["version"]}
     try:
         return neumf_from_pretrained(model_cfg, parts["gmf"], parts["mlp"], t.pretrain_alpha), parent
