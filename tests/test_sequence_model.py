@@ -88,6 +88,6 @@ def test_warm_start_keeps_known_items_and_adds_new_ones():
     torch.manual_seed(0)
     old = SequenceModel(config())
     new = warm_started(config(num_items=35), old)
-    torch.testing.assert_close(new.items.weight[:30], old.items.weight[:30])
-    assert torch.all(new.items.weight[35] == 0)      # the padding row moved to the new end
+    torch.testing.assert_close(new.item_embedding.weight[:30], old.item_embedding.weight[:30])
+    assert torch.all(new.item_embedding.weight[35] == 0)      # the padding row moved to the new end
     torch.testing.assert_close(new.positions.weight, old.positions.weight)

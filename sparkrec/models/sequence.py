@@ -117,16 +117,16 @@ class _Block(nn.Module):
 
 
 class SequenceModel(nn.Module):
-    """See the module doc. Submodules: ``items`` (input and, implicit, output table with the
+    """See the module doc. Submodules: ``item_embedding`` (input and, implicit, output table with the
     padding row ``num_items``), ``item_bias`` (when ``use_bias`` or explicit), implicit attention:
-    ``positions``, ``blocks``, ``norm``; implicit mean: ``norm``; explicit: ``history_items``
-    (``y``), ``rated_items`` (``z``), ``global_bias`` (``mu``), ``log_damping``."""
+    ``positions``, ``blocks``, ``norm``; implicit mean: ``norm``; explicit: ``history_embedding``
+    (``y``), ``rated_embedding`` (``z``), ``global_bias`` (``mu``), ``log_damping``."""
 
     def __init__(self, cfg: SequenceConfig):
         super().__init__()
         self.cfg = cfg
         n, d, sparse = cfg.num_items, cfg.factors, not cfg.dense_items
-        self.items = _table(n + 1, d, sparse, padding=n)
+        self.item_embedding = _table(n + 1, d, sparse, padding=n)
         if cfg.use_bias or not cfg.implicit:
             self.item_bias = nn.Embedding(n, 1, sparse=sparse)
             nn.init.zeros_(self.item_bias.weight)
@@ -137,8 +137,8 @@ class SequenceModel(nn.Module):
                 self.positions = _table(cfg.max_len, d, sparse=False)
                 self.blocks = nn.ModuleList(_Block(d, cfg.heads, cfg.dropout) for _ in range(cfg.blocks))
         else:
-            self.history_items = _table(n + 1, d, sparse, std=0.01, padding=n)
-            self.rated_items = _table(n + 1, d, sparse, std=0.01, padding=n)
+            self.history_embedding = _table(n + 1, d, sparse, std=0.01, padding=n)
+            self.rated_embedding = _table(n + 1, d, sparse, std=0.01, padding=n)
             self.global_bias = nn.Parameter(torch.tensor(0.5 * (cfg.rating_min + cfg.rating_max)))
             self.log_damping = nn.Parameter(torch.tensor(math.log(5.0)))
 
@@ -153,13 +153,13 @@ class SequenceModel(nn.Module):
         """(output item vectors [num_items, factors], item biases [num_items] or None): a score is
         ``user_vector . vectors[i] + bias[i] + user_const``."""
         bias = self.item_bias.weight[:, 0] if hasattr(self, "item_bias") else None
-        return self.items.weight[: self.cfg.num_items], bias
+        return self.item_embedding.weight[: self.cfg.num_items], bias
 
     def item_rows(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``item_table()`` rows of ``items`` (any shape) through the embedding lookups, so a
         sparse table gets a sparse gradient."""
         bias = self.item_bias(items)[..., 0] if hasattr(self, "item_bias") else None
-        return self.items(items), bias
+        return self.item_embedding(items), bias
 
     # -- implicit: one state per position ---------------------------------------------------------
     def states(self, items: torch.Tensor) -> torch.Tensor:
@@ -167,7 +167,7 @@ class SequenceModel(nn.Module):
         state t depends on items 0..t only and scores the item that follows it."""
         items = self.padded(items)
         valid = items != self.cfg.num_items
-        x = self.items(items)
+        x = self.item_embedding(items)
         if self.cfg.encoder == "mean":
             x = self.dropout(x)
             seen = valid.float().cumsum(1).clamp(min=1.0)[..., None]
@@ -192,13 +192,13 @@ class SequenceModel(nn.Module):
         _, bias = self.item_table()
         padded_bias = F.pad(bias, (0, 1))[items]
         residual = (labels - self.global_bias - padded_bias) * valid
-        y, z = self.history_items(items), self.rated_items(items)
+        y, z = self.history_embedding(items), self.rated_embedding(items)
         return items, valid, residual, y, z * residual[..., None]
 
     def _rating(self, items, vector, user_bias) -> torch.Tensor:
         """Predictions for each position's own item [B, W] from per-position user parts."""
         _, bias = self.item_table()
-        target = self.items(items)
+        target = self.item_embedding(items)
         return self.global_bias + user_bias + F.pad(bias, (0, 1))[items] + (target * vector).sum(-1)
 
     def leave_one_out(self, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -245,9 +245,9 @@ class SequenceModel(nn.Module):
         """Squared L2 norm of the item rows a batch touches, per index (weight decay that keeps
         sparse gradients sparse), shape of ``items``."""
         items = self.padded(items)
-        total = self.items(items).pow(2).sum(-1)
+        total = self.item_embedding(items).pow(2).sum(-1)
         if not self.cfg.implicit:
-            total = total + self.history_items(items).pow(2).sum(-1) + self.rated_items(items).pow(2).sum(-1)
+            total = total + self.history_embedding(items).pow(2).sum(-1) + self.rated_embedding(items).pow(2).sum(-1)
         return total
 
 
@@ -274,7 +274,7 @@ def warm_started(cfg: SequenceConfig, previous: SequenceModel) -> SequenceModel:
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             table = name.split(".")[0]
-            if table in ("items", "history_items", "rated_items"):
+            if table in ("item_embedding", "history_embedding", "rated_embedding"):
                 tensor[: p.num_items].copy_(old[name][: p.num_items])  # the old padding row stays behind
             elif table == "item_bias":
                 tensor[: p.num_items].copy_(old[name])

@@ -78,7 +78,7 @@ def validation_sample(spark: SparkSession, manifest: dict, known_splits: list[st
     if num_users:
         users = users.orderBy(F.xxhash64(F.lit(seed), F.col(USER_IDX)), USER_IDX).limit(num_users)
     targets = (validation.join(users, USER_IDX, "left_semi").groupBy(USER_IDX)
-               .agg(F.sort_array(F.collect_list(F.struct(ITEM_IDX, F.col(LABEL).cast("float")))).alias("_t"))
+               .agg(F.sort_array(F.collect_list(F.struct(ITEM_IDX, F.col(LABEL).cast("float").alias(LABEL)))).alias("_t"))
                .select(USER_IDX, F.col(f"_t.{ITEM_IDX}").alias(TARGETS), F.col(f"_t.{LABEL}").alias(TARGET_LABELS)))
     before = _union(spark, manifest, known_splits).join(users, USER_IDX, "left_semi")
     known = before.groupBy(USER_IDX).agg(F.collect_set(F.col(ITEM_IDX).cast("long")).alias(KNOWN))
@@ -108,9 +108,11 @@ def training_inputs(spark: SparkSession, cfg: Config, manifest: dict, implicit: 
     Returns
     -------
     dict
-        ``key``, ``version``, ``item_counts`` (path), ``windows`` (for history models: ``path``,
-        ``rows``, ``row_groups``, ``files``, ``targets``, ``width``, ``overlap``; else None),
-        ``validation`` (``path``, ``users``; None with refit or without a validation split).
+        ``key``, ``version``, ``interactions`` (training interactions), ``item_counts`` (path),
+        ``windows`` (history models: ``path``, ``rows``, ``row_groups``, ``files``, ``targets``,
+        ``width``, ``overlap``; else None), ``training_rows`` (NCF with refit: train + validation
+        as one dataset, ``path``, ``rows``, ``row_groups``, ``files``; else None), ``validation``
+        (``path``, ``users``; None with refit or without a validation split).
 
     Raises
     ------
@@ -126,6 +128,16 @@ def training_inputs(spark: SparkSession, cfg: Config, manifest: dict, implicit: 
         interactions = _union(spark, manifest, splits).cache()
         rows = interactions.count()
         windows = _write_windows(cfg, interactions, rows, key, staged.path("windows")) if is_history_model(cfg) else None
+        training_rows = None
+        if cfg.train.refit and not is_history_model(cfg):  # NCF reads rows: train + validation as one dataset
+            path = staged.path("rows")
+            (interactions.repartition(key["files"], USER_IDX, ITEM_IDX)
+             .write.option("parquet.block.size", cfg.prepare.row_group_bytes).parquet(path))
+            layout = read_layout(path)
+            if layout.rows != rows:
+                raise SparkrecError(f"training rows at {path} hold {layout.rows} rows, expected {rows}; re-run")
+            training_rows = {"path": path, "rows": layout.rows, "row_groups": layout.row_groups,
+                             "files": len(layout.files)}
         item_counts(interactions).coalesce(1).write.parquet(staged.path("item_counts"))
         interactions.unpersist()
         validation = None
@@ -134,8 +146,8 @@ def training_inputs(spark: SparkSession, cfg: Config, manifest: dict, implicit: 
                                        cfg.sequence.max_len if is_history_model(cfg) else None)
             sample.coalesce(1).write.parquet(staged.path("validation"))
             validation = {"path": staged.path("validation"), "users": spark.read.parquet(staged.path("validation")).count()}
-        staged.manifest = {"key": key, "rows": rows, "item_counts": staged.path("item_counts"), "windows": windows,
-                           "validation": validation,
+        staged.manifest = {"key": key, "interactions": rows, "item_counts": staged.path("item_counts"),
+                           "windows": windows, "training_rows": training_rows, "validation": validation,
                            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return staged.published
 
@@ -147,10 +159,11 @@ def _write_windows(cfg: Config, interactions: DataFrame, rows: int, key: dict, p
     (history_windows(interactions, width, overlap).repartition(key["files"], USER_IDX)
      .write.option("parquet.block.size", cfg.prepare.row_group_bytes).parquet(path))
     written = spark.read.parquet(path).agg(F.count(F.lit(1)).alias("rows"), F.sum(F.size(ITEMS)).alias("items")).first()
-    # Users with at most `overlap` interactions give no window; every window repeats `overlap` items.
-    dropped = (interactions.groupBy(USER_IDX).count().where(F.col("count") <= overlap)
-               .agg(F.sum("count")).first()[0] or 0)
-    expected = rows - dropped + overlap * written["rows"]
+    # Users with at most `overlap` interactions give no window; each other user's windows repeat
+    # `overlap` items per window after the oldest one.
+    per_user = interactions.groupBy(USER_IDX).count()
+    kept = per_user.where(F.col("count") > overlap).agg(F.sum("count").alias("n"), F.count(F.lit(1)).alias("users")).first()
+    expected = (kept["n"] or 0) + overlap * (written["rows"] - (kept["users"] or 0))
     if written["items"] != expected:
         raise SparkrecError(f"history windows at {path} hold {written['items']} items, expected {expected} from "
                             f"{rows} training interactions; re-run prepare")

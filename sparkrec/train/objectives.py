@@ -125,8 +125,8 @@ class NCFObjective:
 
     def __init__(self, cfg: Config, manifest: dict, inputs: dict, world: int, implicit: bool):
         t = cfg.train
-        self.plan = (plan_dataset(inputs["rows"], "training rows (train + validation)", world, t.batch_size)
-                     if inputs.get("rows") else plan_shards(manifest, "train", world, t.batch_size))
+        self.plan = (plan_dataset(inputs["training_rows"], "training rows (train + validation)", world, t.batch_size)
+                     if inputs.get("training_rows") else plan_shards(manifest, "train", world, t.batch_size))
         self.implicit, self.inputs = implicit, inputs
         self.loss_settings = _LossSettings(cfg, t.model, implicit)
         self.shuffle_buffer, self.threads = t.shuffle_buffer, t.reader_threads
