@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from sparkrec.models.ncf import NCF
 from sparkrec.models.store import load_model_version
-from sparkrec.score.fast_ncf import BlockScorer, make_scorer
+from sparkrec.score.block_scoring import BlockScorer, make_scorer
 
 
 @lru_cache(maxsize=2)

@@ -1,7 +1,7 @@
 """Top-K items for many users, distributed over Spark executors.
 
 Users (with their seen items collected into one array) are spread over tasks; ``mapInPandas`` hands
-each task Arrow batches of users, which go through ``fast_ncf.top_k_items`` ``batch_users`` at a
+each task Arrow batches of users, which go through ``block_scoring.top_k_items`` ``batch_users`` at a
 time. The model is loaded once per Python worker process (Spark reuses workers across tasks) and
 cached by its version URI, which is immutable, so every task scores with the same weights.
 """
@@ -16,11 +16,10 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkrec.columns import ITEM_IDX, USER_IDX
+from sparkrec.columns import ITEM_IDX, RANK, SCORE, USER_IDX
 from sparkrec.models.store import read_meta
 from sparkrec.score import model_ref
-from sparkrec.score.columns import RANK, SCORE
-from sparkrec.score.fast_ncf import items_per_chunk, top_k_items
+from sparkrec.score.block_scoring import items_per_chunk, top_k_items
 from sparkrec.score.worker import check_index_range, use_task_cpus
 
 SEEN = "_seen"
