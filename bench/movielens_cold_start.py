@@ -25,7 +25,7 @@ from sparkrec import lake
 from sparkrec.config import load_config
 from sparkrec.data.content import content_root, run_prepare_content
 from sparkrec.data.prepare import load_manifest, run_prepare
-from sparkrec.evaluate.cold_items import POPULARITY
+from sparkrec.evaluate.cold_item_protocol import POPULARITY
 from sparkrec.evaluate.run import run_evaluate
 from sparkrec.session import get_spark
 from sparkrec.train.launch import run_training

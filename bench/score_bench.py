@@ -28,7 +28,7 @@ import time
 import torch
 
 from sparkrec.models.ncf import NCF, NCFConfig
-from sparkrec.models.scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models.block_scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
 
 
 def timed(fn, repeats: int) -> float:
@@ -136,7 +136,8 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     cfg = NCFConfig(kind="neumf", num_users=args.users, num_items=args.items, factors=args.factors,
-                    mlp_layers=tuple(int(w) for w in args.mlp_layers.split(",")), use_bias=True)
+                    mlp_layers=tuple(int(w) for w in args.mlp_layers.split(",")), dropout=0.0, implicit=True,
+                    rating_min=1.0, rating_max=5.0, use_bias=True)
     model = NCF(cfg).eval()
     print(f"shapes: {args.users} users x {args.items} items, K={args.k}, factors={args.factors}, "
           f"mlp_layers={list(cfg.mlp_layers)}, batch_users={args.batch_users}, chunk_mib={args.chunk_mib}")

@@ -59,7 +59,8 @@ def prepared(rows: int, spark_cfg: list[str]) -> tuple[str, list[str]]:
 
 def new_model(num_users: int, num_items: int) -> tuple[NCF, list]:
     torch.manual_seed(0)
-    model = NCF(NCFConfig(kind="neumf", num_users=num_users, num_items=num_items, factors=8, mlp_layers=TOWER))
+    model = NCF(NCFConfig(kind="neumf", num_users=num_users, num_items=num_items, factors=8, mlp_layers=TOWER,
+                          dropout=0.0, implicit=True, rating_min=1.0, rating_max=5.0, use_bias=False))
     cfg = load_config(None, []).train
     return model, make_optimizers(model, cfg, cfg.lr)
 

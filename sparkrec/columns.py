@@ -17,3 +17,10 @@ ORIGINAL_ID = "original_id"
 INDEX = "index"
 COUNT = "count"
 FIRST_SEEN = "first_seen"
+
+# Scores and rankings: the score tables, the ranking protocols, explanations.
+SCORE = "score"            # raw model score (ranking order); popularity count for cold-start rows
+RANK = "rank"              # 1 = best
+PREDICTION = "prediction"  # user-facing score (probability, or predicted rating)
+COLD_START = "cold_start"  # the row comes from the popularity fallback, not the model
+BUCKET = "bucket"          # user hash bucket a score table is partitioned by

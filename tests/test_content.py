@@ -17,12 +17,13 @@ from sparkrec.data.content import content_root, run_prepare_content
 from sparkrec.data.prepare import load_manifest, run_prepare
 from sparkrec.data.synthetic import generate_interactions, generate_item_text, write_synthetic
 from sparkrec.errors import SparkrecError
-from sparkrec.evaluate.cold_items import POPULARITY, evaluate_cold_items
+from sparkrec.evaluate.cold_item_protocol import POPULARITY, evaluate_cold_items
 from sparkrec.evaluate.report import cold_items_section
 from sparkrec.evaluate.run import run_evaluate
 from sparkrec.evaluate.subjects import TrainedModel
 from sparkrec.models.hybrid import HybridNCF
-from sparkrec.models.scoring import DecomposedNCF, make_scorer
+from sparkrec.models.block_scoring import make_scorer
+from sparkrec.models.decomposed_ncf import DecomposedNCF
 from sparkrec.score.job import run_score
 from sparkrec.models.store import load_model
 from sparkrec.train.feed import plan_shards
@@ -167,7 +168,7 @@ def test_neumf_is_reported_unable_to_rank_cold_items(spark, planted):
     test = spark.read.parquet(prepared["splits"]["test"]["path"])
     subject = TrainedModel.load(spark, cfg.lake, "neumf", prepared, train)
     cold = evaluate_cold_items(subject, train, test.select("user_idx", "item_idx").distinct(),
-                               train.select("user_idx", "item_idx"), prepared["num_items"], [10], cfg.seed)
+                               train.select("user_idx", "item_idx"), prepared["num_items"], [10])
     assert cold["results"]["neumf"]["scored"] is False and "no item content" in cold["results"]["neumf"]["reason"]
     assert cold["results"][POPULARITY]["users"] == cold["users"] > 0
     section = cold_items_section({"cold_items": cold, "k": [10], "results": {},

@@ -4,6 +4,7 @@ from pyspark.sql import functions as F
 
 from sparkrec.evaluate.baselines import GlobalMean, MllibAls, Popularity, UserItemBias
 from sparkrec.evaluate.candidates import interactions, relevant_test_pairs, sample_negatives, sampled_lists
+from sparkrec.score.popularity import popular_items
 
 pytestmark = pytest.mark.spark
 SCHEMA = "user_idx long, item_idx long, label float"
@@ -70,7 +71,7 @@ def test_global_mean_and_damped_biases_by_hand(spark):
 
 def test_popularity_scores_and_top_k_skip_excluded(spark):
     train = spark.createDataFrame([(0, 2, 1.0), (1, 2, 1.0), (2, 2, 1.0), (0, 0, 1.0), (1, 0, 1.0), (2, 1, 1.0)], SCHEMA)
-    pop = Popularity.fit(train, seed=0)
+    pop = Popularity.fit(train)
     scores = {r.item_idx: r.score for r in pop.score_pairs(pairs(spark, [(5, 0), (5, 1), (5, 2), (5, 7)])).collect()}
     assert scores == {0: 2.0, 1: 1.0, 2: 3.0, 7: 0.0}
     users = pairs(spark, [(0, 0), (3, 0)]).select("user_idx")
@@ -110,3 +111,16 @@ def test_mllib_als_explicit_and_implicit(spark):
         free = 10 - sum(1 for u, _ in seen if u == user)
         assert [rank for rank, _ in mine] == list(range(1, min(3, free) + 1))
         assert all(a[1] >= b[1] for a, b in zip(mine, mine[1:]))
+
+
+def test_popularity_baseline_ranks_the_list_the_score_job_serves(spark):
+    """One "most popular": with nothing to exclude, the evaluated baseline's list is exactly the
+    served fallback, ties included (items 3, 5 and 8 tie; the served rule puts the smaller index
+    first)."""
+    rows = [(u, i, 1.0) for u, items in {0: [8, 3, 5, 1], 1: [8, 3, 5, 1], 2: [1, 4], 3: [1]}.items() for i in items]
+    train = spark.createDataFrame(rows, SCHEMA)
+    served = [r.item_idx for r in popular_items(train, 4).orderBy("rank").collect()]
+    assert served == [1, 3, 5, 8]
+    users = pairs(spark, [(7, 0)]).select("user_idx")
+    evaluated = Popularity.fit(train).top_k(users, 4, pairs(spark, [(0, 0)]).where("user_idx < 0"))
+    assert [r.item_idx for r in evaluated.orderBy("rank").collect()] == served

@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from jobs.evaluate import main as evaluate_main
+from model_configs import ncf_config
 from sparkrec import lake as lakes
 from sparkrec.config import load_config
 from sparkrec.data.prepare import run_prepare
 from sparkrec.data.synthetic import generate_interactions, write_synthetic
 from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.run import run_evaluate
-from sparkrec.models.ncf import NCF, NCFConfig
-from sparkrec.score.job import run_score
+from sparkrec.models.ncf import NCF
 from sparkrec.models.store import load_model, save_model
+from sparkrec.score.job import run_score
 from sparkrec.train.launch import run_training
 
 pytestmark = pytest.mark.spark
@@ -173,8 +174,8 @@ def test_explicit_ratings_of_a_published_model_match_numpy(spark, tmp_path):
     manifest = run_prepare(spark, cfg)
     lo, hi = manifest["rating_range"]
     # Planted weights instead of training: the item bias carries the predicted rating.
-    model_cfg = NCFConfig(kind="gmf", num_users=manifest["num_users"], num_items=manifest["num_items"], factors=4,
-                          implicit=False, rating_min=lo, rating_max=hi, use_bias=True)
+    model_cfg = ncf_config(kind="gmf", num_users=manifest["num_users"], num_items=manifest["num_items"], factors=4,
+                           implicit=False, rating_min=lo, rating_max=hi, use_bias=True)
     torch.manual_seed(0)
     net = NCF(model_cfg).eval()
     with torch.no_grad():

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from model_configs import ncf_config
 from jobs.explain import main as explain_main
 from sparkrec import lake as lakes
 from sparkrec.config import load_config
@@ -17,7 +18,7 @@ from sparkrec.evaluate.run import run_evaluate
 from sparkrec.explain.attributions import history_attributions, token_attributions
 from sparkrec.explain.job import run_explain
 from sparkrec.explain.store import explanation_digest, explanations_root
-from sparkrec.models.ncf import NCF, NCFConfig
+from sparkrec.models.ncf import NCF
 from sparkrec.score.job import run_score
 from sparkrec.models.store import load_model, save_model
 from sparkrec.train.launch import run_training
@@ -213,7 +214,7 @@ def test_job_publishes_attributions_in_original_ids(spark, trained, tmp_path):
 def test_refuses_models_without_history_or_content_and_unknown_ids(spark, trained, tmp_path):
     lake = f"{trained}/lake"
     manifest = load_manifest(lake)
-    gmf = NCFConfig(kind="gmf", num_users=manifest["num_users"], num_items=manifest["num_items"])
+    gmf = ncf_config(kind="gmf", num_users=manifest["num_users"], num_items=manifest["num_items"], use_bias=False)
     save_model(lake, "gmf", NCF(gmf).state_dict(), {"model": gmf.to_dict(), "data_hash": manifest["data_hash"]})
     pd.DataFrame({"user_id": ["u3", "nobody"], "item_id": ["i5", "i6"]}).to_parquet(tmp_path / "pairs.parquet")
     with pytest.raises(SparkrecError, match="no history or content input.*train.model=multvae"):

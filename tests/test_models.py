@@ -3,6 +3,7 @@ and NeuMF initialised from GMF + MLP."""
 import pytest
 import torch
 
+from model_configs import ncf_config
 from sparkrec.models.ncf import INIT_STD, NCF, NCFConfig, neumf_from_pretrained
 
 USERS, ITEMS = 50, 30
@@ -10,7 +11,8 @@ USERS, ITEMS = 50, 30
 
 def make(kind, **kw):
     torch.manual_seed(0)
-    return NCF(NCFConfig(kind=kind, num_users=USERS, num_items=ITEMS, factors=4, mlp_layers=(16, 8, 4), **kw))
+    return NCF(ncf_config(kind=kind, num_users=USERS, num_items=ITEMS, factors=4, mlp_layers=(16, 8, 4),
+                          **{"use_bias": False, **kw}))
 
 
 def pairs(n=64, seed=1):
@@ -39,7 +41,7 @@ def test_contract_submodules_and_shapes(kind, present, absent):
 
 
 def test_embeddings_start_at_paper_init():
-    model = NCF(NCFConfig(kind="neumf", num_users=20_000, num_items=10, factors=8))
+    model = NCF(ncf_config(kind="neumf", num_users=20_000, num_items=10, factors=8))
     std = model.user_gmf.weight.std().item()
     assert abs(std - INIT_STD) < 0.001 and abs(model.user_gmf.weight.mean().item()) < 0.001
 
@@ -90,7 +92,7 @@ def test_neumf_from_pretrained_blends_the_output_layers():
     with torch.no_grad():
         for p in list(gmf.parameters()) + list(mlp.parameters()):
             p.normal_(0, 0.5)
-    cfg = NCFConfig(kind="neumf", num_users=USERS, num_items=ITEMS, factors=4, mlp_layers=(16, 8, 4))
+    cfg = ncf_config(kind="neumf", num_users=USERS, num_items=ITEMS, factors=4, mlp_layers=(16, 8, 4), use_bias=False)
     neumf = neumf_from_pretrained(cfg, gmf, mlp, alpha=0.5)
     u, i = pairs()
     with torch.no_grad():
@@ -101,10 +103,10 @@ def test_neumf_from_pretrained_blends_the_output_layers():
 
 def test_neumf_from_pretrained_refuses_mismatched_parts():
     gmf, mlp = make("gmf"), make("mlp")
-    wrong = NCFConfig(kind="neumf", num_users=USERS + 1, num_items=ITEMS, factors=4, mlp_layers=(16, 8, 4))
+    wrong = ncf_config(kind="neumf", num_users=USERS + 1, num_items=ITEMS, factors=4, mlp_layers=(16, 8, 4))
     with pytest.raises(ValueError, match="51"):
         neumf_from_pretrained(wrong, gmf, mlp)
-    other_tower = NCFConfig(kind="neumf", num_users=USERS, num_items=ITEMS, factors=4, mlp_layers=(16, 8))
+    other_tower = ncf_config(kind="neumf", num_users=USERS, num_items=ITEMS, factors=4, mlp_layers=(16, 8))
     with pytest.raises(ValueError, match="mlp_layers"):
         neumf_from_pretrained(other_tower, gmf, mlp)
 
@@ -118,9 +120,15 @@ def test_neumf_from_pretrained_refuses_mismatched_parts():
 def test_config_errors_name_the_problem(kw, match):
     base = {"kind": "neumf", "num_users": USERS, "num_items": ITEMS}
     with pytest.raises(ValueError, match=match):
-        NCFConfig(**{**base, **kw})
+        ncf_config(**{**base, **kw})
 
 
 def test_config_round_trips_through_a_dict():
-    cfg = NCFConfig(kind="mlp", num_users=3, num_items=4, mlp_layers=(8, 4), implicit=False, use_bias=True)
+    cfg = ncf_config(kind="mlp", num_users=3, num_items=4, mlp_layers=(8, 4), implicit=False, use_bias=True)
     assert NCFConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_model_config_has_no_defaults_of_its_own():
+    """Defaults live in train.* only: the model dataclass cannot silently disagree with them."""
+    with pytest.raises(TypeError, match="missing"):
+        NCFConfig(kind="neumf", num_users=USERS, num_items=ITEMS)

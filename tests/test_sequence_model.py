@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sparkrec.models.scoring import DotProductScorer, Histories, make_scorer, top_k_items
+from sparkrec.models.block_scoring import DotProductScorer, Histories, make_scorer, top_k_items
 from sparkrec.models.sequence import SequenceConfig, SequenceModel, warm_started
 
 

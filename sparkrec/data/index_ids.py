@@ -15,10 +15,11 @@ pure function of the IDs, so a retried task recomputes exactly the same indices.
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from sparkrec.columns import COUNT, FIRST_SEEN, INDEX, ORIGINAL_ID
+from sparkrec.hashing import hash_bucket
 
 BUCKETS = 1024  # fixed, so indices do not depend on spark.sql.shuffle.partitions
 _BUCKET = "_bucket"
@@ -46,7 +47,7 @@ def assign_indices(ids: DataFrame, start: int = 0, id_col: str = ORIGINAL_ID) ->
     deterministic DataFrame (it is: IDs and their aggregates, never a sample).
     """
     spark = ids.sparkSession
-    with_bucket = ids.withColumn(_BUCKET, F.pmod(F.xxhash64(id_col), F.lit(BUCKETS)).cast("int"))
+    with_bucket = ids.withColumn(_BUCKET, hash_bucket(id_col, BUCKETS))
     sizes = dict(with_bucket.groupBy(_BUCKET).count().collect())  # <= BUCKETS numbers, no IDs
     offsets, total = [], start
     for bucket in range(BUCKETS):
@@ -70,6 +71,12 @@ def id_stats(kept: DataFrame, key: str, time_col: str) -> DataFrame:
     return (kept.groupBy(key)
             .agg(F.count(F.lit(1)).alias(COUNT), F.min(time_col).alias(FIRST_SEEN))
             .withColumnRenamed(key, ORIGINAL_ID))
+
+
+def read_vocab(spark: SparkSession, path: str, id_col: str, idx_col: str) -> DataFrame:
+    """A written vocabulary (``original_id``, ``index``) as ``id_col`` string, ``idx_col`` long:
+    the join key from original IDs to dense indices and back."""
+    return spark.read.parquet(path).select(F.col(ORIGINAL_ID).alias(id_col), F.col(INDEX).alias(idx_col))
 
 
 def build_vocab(stats: DataFrame, previous: DataFrame | None = None, previous_size: int = 0) -> DataFrame:

@@ -8,8 +8,6 @@ earlier leaves the published version untouched (see ``sparkrec.lake``).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -30,12 +28,13 @@ from sparkrec.config.prepare import SplitConfig
 from sparkrec.data import quality
 from sparkrec.data.dedupe import EVENTS, FIRST_TS, ROWS, dedupe
 from sparkrec.data.filters import kcore, positives
-from sparkrec.data.index_ids import build_vocab, id_stats
+from sparkrec.data.index_ids import build_vocab, id_stats, read_vocab
 from sparkrec.data.parquet_layout import Layout, read_layout
 from sparkrec.data.read_log import read_log
 from sparkrec.data.split import SPLIT, SPLITS, assign_split, check_split_possible, is_cold_item
 from sparkrec.data.validate import check_rows, quarantined_rows, valid_rows
 from sparkrec.errors import SparkrecError
+from sparkrec.hashing import digest
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +81,7 @@ def config_hash(cfg: Config) -> str:
     """Hash of the settings that decide the prepared data (input, prepare, seed, file count)."""
     relevant = {"input": cfg.input.model_dump(mode="json"), "prepare": cfg.prepare.model_dump(mode="json"),
                 "seed": cfg.seed, "num_workers": cfg.train.num_workers}
-    return _sha(relevant)
-
-
-def _sha(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(relevant)
 
 
 def input_fingerprint(uri: str) -> list:
@@ -258,10 +253,8 @@ def _prepare_version(spark: SparkSession, cfg: Config, raw: DataFrame, staged: l
 
     cold_items = _count_cold_items(spark.read.parquet(paths["item_vocab"]), p.split, cfg.seed)
     clock.lap("vocabularies")
-    users = spark.read.parquet(paths["user_vocab"]).select(
-        F.col(ORIGINAL_ID).alias(USER_ID), F.col(INDEX).alias(USER_IDX))
-    items = spark.read.parquet(paths["item_vocab"]).select(
-        F.col(ORIGINAL_ID).alias(ITEM_ID), F.col(INDEX).alias(ITEM_IDX))
+    users = read_vocab(spark, paths["user_vocab"], USER_ID, USER_IDX)
+    items = read_vocab(spark, paths["item_vocab"], ITEM_ID, ITEM_IDX)
     label = F.lit(1.0) if implicit else F.col(RATING)
     out = (assign_split(kept, p.split, cfg.seed).join(users, USER_ID).join(items, ITEM_ID)
            .select(USER_IDX, ITEM_IDX, label.cast("float").alias(LABEL), TIMESTAMP, SPLIT))
@@ -291,7 +284,7 @@ def _prepare_version(spark: SparkSession, cfg: Config, raw: DataFrame, staged: l
     manifest = {
         "input_path": lake.normalize_uri(cfg.input.path),
         "config_hash": cfg_hash,
-        "data_hash": _sha(content),
+        "data_hash": digest(content),
         "parent_data_hash": parent,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "counts": counts,

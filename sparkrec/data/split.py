@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 from sparkrec.columns import ITEM_ID, TIMESTAMP, USER_ID
 from sparkrec.config.prepare import SplitConfig
 from sparkrec.errors import SparkrecError
+from sparkrec.hashing import unit_hash
 
 SPLIT = "split"
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
@@ -15,16 +16,10 @@ _COLD = "_cold"
 _COLD_SALT = "cold_item"  # makes the cold-item hash independent of the pair hash of split_random
 
 
-def _unit_hash(seed: int, *cols: str | Column) -> Column:
-    """A uniform [0, 1) number that is a pure function of (seed, cols): stable across runs."""
-    bits = F.pmod(F.xxhash64(F.lit(seed), *cols), F.lit(1 << 53))
-    return bits.cast("double") / float(1 << 53)
-
-
 def is_cold_item(item: Column, fraction: float, seed: int) -> Column:
     """True for the items held out as cold-start items: a seeded hash of the original item ID
     below ``fraction``, so the same IDs are cold on every run and whatever the partitioning."""
-    return _unit_hash(seed, F.lit(_COLD_SALT), item) < fraction
+    return unit_hash(seed, F.lit(_COLD_SALT), item) < fraction
 
 
 def split_random(df: DataFrame, fractions: list[float], seed: int) -> DataFrame:
@@ -34,7 +29,7 @@ def split_random(df: DataFrame, fractions: list[float], seed: int) -> DataFrame:
     the partitioning. Returns ``df`` with ``split`` string added.
     """
     train, validation, _ = fractions
-    u = _unit_hash(seed, USER_ID, ITEM_ID)
+    u = unit_hash(seed, USER_ID, ITEM_ID)
     return df.withColumn(SPLIT, F.when(u < train, TRAIN).when(u < train + validation, VALIDATION).otherwise(TEST))
 
 

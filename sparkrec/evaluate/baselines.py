@@ -4,13 +4,15 @@ Every recommender here offers the operations the protocols need (see :class:`Rec
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 from pyspark.ml.recommendation import ALS
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
-from sparkrec.evaluate.ranking_metrics import RANK, SCORE, rank_by_score
-from sparkrec.evaluate.rating_metrics import PREDICTION
+from sparkrec.columns import ITEM_IDX, LABEL, PREDICTION, RANK, SCORE, USER_IDX
+from sparkrec.evaluate.ranking_metrics import rank_by_score
+from sparkrec.score.popularity import item_popularity, leading_items, popularity_order
 
 
 class Recommender:
@@ -44,22 +46,29 @@ def _excluded_counts(users: DataFrame, exclude: DataFrame) -> DataFrame:
     return users.select(USER_IDX).distinct().join(counts, USER_IDX, "left").fillna(0, ["_excluded"])
 
 
-def global_order_top_k(item_scores: DataFrame, users: DataFrame, k: int, exclude: DataFrame, seed: int) -> DataFrame:
+def global_order_top_k(item_scores: DataFrame, users: DataFrame, k: int, exclude: DataFrame,
+                       order: Sequence[Column]) -> DataFrame:
     """Top-k for a recommender whose item order is the same for every user (popularity, item bias).
 
     A user needs at most k + (its excluded items) of the global order to find k allowed ones, so
-    the work is sum over users of (k + excluded), not users x catalog. Ties in the global order
-    are broken by a seeded hash of the item (label-blind, the same for every user).
+    the work is sum over users of (k + excluded), not users x catalog; only the first k + (most
+    excluded items of any user) items of the order are numbered (``leading_items``).
+
+    Parameters
+    ----------
+    item_scores : DataFrame
+        ``item_idx``, ``score``: one row per rankable item.
+    order : sequence of Column
+        The global order over ``item_scores``, a total one (ties broken label-blind).
 
     Returns
     -------
     DataFrame
         ``user_idx``, ``item_idx``, ``score``, ``rank`` (1..k).
     """
-    order = Window.orderBy(F.col(SCORE).desc(), F.xxhash64(F.lit(seed), F.col(ITEM_IDX)))
-    # One global window over the catalog (items, not interactions): small enough for one task.
-    ranked_items = item_scores.select(ITEM_IDX, SCORE).withColumn("_pos", F.row_number().over(order))
     needed = _excluded_counts(users, exclude).withColumn("_depth", F.col("_excluded") + k)
+    depth = needed.agg(F.max("_depth")).first()[0] or k
+    ranked_items = leading_items(item_scores, order, depth).withColumnRenamed(RANK, "_pos")
     candidates = needed.join(F.broadcast(ranked_items), F.col("_pos") <= F.col("_depth"))
     allowed = candidates.join(exclude, [USER_IDX, ITEM_IDX], "left_anti")
     per_user = Window.partitionBy(USER_IDX).orderBy("_pos")
@@ -118,29 +127,32 @@ class UserItemBias(Recommender):
     def top_k(self, users: DataFrame, k: int, exclude: DataFrame) -> DataFrame:
         # Within one user mu + b_u is constant, so the order is b_i's. Items without a train
         # rating have no fitted bias and stay out of the pool (nothing is known of them).
-        top = global_order_top_k(self.item_bias.select(ITEM_IDX, F.col("b_i").alias(SCORE)), users, k, exclude, self.seed)
+        # Ties in b_i are broken by a seeded hash of the item: label-blind, the same for every user.
+        order = [F.col(SCORE).desc(), F.xxhash64(F.lit(self.seed), F.col(ITEM_IDX)), F.col(ITEM_IDX)]
+        top = global_order_top_k(self.item_bias.select(ITEM_IDX, F.col("b_i").alias(SCORE)), users, k, exclude, order)
         return self.score_pairs(top.select(USER_IDX, ITEM_IDX, RANK)).select(USER_IDX, ITEM_IDX, SCORE, RANK)
 
 
 class Popularity(Recommender):
-    """Scores an item by its number of train interactions, the same for every user."""
+    """Scores an item by its number of train interactions, the same for every user; ranks in the
+    order the score job serves to users without training interactions
+    (``sparkrec.score.popularity``), so the report measures the list users get."""
 
     name = "popularity"
 
-    def __init__(self, counts: DataFrame, seed: int):
-        self.counts, self.seed = counts, seed
+    def __init__(self, counts: DataFrame):
+        self.counts = counts
 
     @classmethod
-    def fit(cls, train: DataFrame, seed: int) -> "Popularity":
-        counts = train.groupBy(ITEM_IDX).agg(F.count(F.lit(1)).cast("double").alias(SCORE)).cache()
-        return cls(counts, seed)
+    def fit(cls, train: DataFrame) -> "Popularity":
+        return cls(item_popularity(train).cache())
 
     def score_pairs(self, pairs: DataFrame) -> DataFrame:
         return (pairs.join(self.counts, ITEM_IDX, "left").fillna(0.0, [SCORE])
                 .select(*pairs.columns, SCORE))
 
     def top_k(self, users: DataFrame, k: int, exclude: DataFrame) -> DataFrame:
-        return global_order_top_k(self.counts, users, k, exclude, self.seed)
+        return global_order_top_k(self.counts, users, k, exclude, popularity_order())
 
 
 class MllibAls(Recommender):

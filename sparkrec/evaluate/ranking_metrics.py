@@ -33,11 +33,9 @@ from typing import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkrec.columns import ITEM_IDX, USER_IDX
+from sparkrec.columns import ITEM_IDX, RANK, SCORE, USER_IDX
 
 LIST_ID = "list_id"
-RANK = "rank"
-SCORE = "score"
 NUM_RELEVANT = "num_relevant"
 RANKING_METRICS = ("hr", "ndcg", "precision", "recall", "map")
 

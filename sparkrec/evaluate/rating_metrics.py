@@ -5,9 +5,7 @@ from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkrec.columns import LABEL
-
-PREDICTION = "prediction"
+from sparkrec.columns import LABEL, PREDICTION
 
 
 def rating_metrics(predictions: DataFrame, label_col: str = LABEL, prediction_col: str = PREDICTION) -> dict:

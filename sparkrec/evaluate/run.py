@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec import lake
-from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
+from sparkrec.columns import ITEM_IDX, LABEL, PREDICTION, RANK, USER_IDX
 from sparkrec.config import Config, dump_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
@@ -24,14 +24,14 @@ from sparkrec.evaluate.baselines import GlobalMean, MllibAls, Popularity, Recomm
 from sparkrec.evaluate.candidates import (
     full_ranking_lists, interactions, relevant_test_pairs, sample_negatives, sampled_lists,
 )
-from sparkrec.evaluate.cold_items import evaluate_cold_items
+from sparkrec.evaluate.cold_item_protocol import evaluate_cold_items
 from sparkrec.evaluate.paired_differences import (
     ABSOLUTE_ERROR, SQUARED_ERROR, paired_mean_differences, rating_differences,
 )
 from sparkrec.evaluate.ranking_metrics import (
-    LIST_ID, RANK, average_users, catalog_coverage, metric_names, per_list_metrics, per_user_means, rank_by_score,
+    LIST_ID, average_users, catalog_coverage, metric_names, per_list_metrics, per_user_means, rank_by_score,
 )
-from sparkrec.evaluate.rating_metrics import PREDICTION, rating_metrics
+from sparkrec.evaluate.rating_metrics import rating_metrics
 from sparkrec.evaluate.report import render_report
 from sparkrec.evaluate.subjects import TopKTable, TrainedModel
 from sparkrec.explain.store import explanation_digest
@@ -128,7 +128,7 @@ def fit_baselines(train: DataFrame, cfg: Config, prepared: dict) -> tuple[list[R
         elif name == "bias":
             fitted.append(UserItemBias.fit(train, e.bias_reg, tuple(prepared["rating_range"]), cfg.seed))
         elif name == "popularity":
-            fitted.append(Popularity.fit(train, cfg.seed))
+            fitted.append(Popularity.fit(train))
         else:
             fitted.append(MllibAls.fit(train, name == "als_implicit", e.als_rank, e.als_reg, e.als_alpha,
                                        e.als_max_iter, e.als_blocks, cfg.seed))
@@ -238,7 +238,7 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
         ``data`` (prepared version, data hash, implicit, sizes), ``k``, ``protocols`` {``full``,
         ``sampled``, ``cold_items``: description and settings}, ``counts``, ``results`` {recommender:
         ``role`` (model | scores | baseline), ``rating``, ``sampled``, ``full``, ``seconds``, ``notes``},
-        ``cold_items`` (see ``sparkrec.evaluate.cold_items.evaluate_cold_items``),
+        ``cold_items`` (see ``sparkrec.evaluate.cold_item_protocol.evaluate_cold_items``),
         ``explanations`` (a digest of ``explanations/<name>/``, see
         ``sparkrec.explain.store.explanation_digest``; null when none are published),
         ``skipped_baselines``, ``definitions``, ``config``, ``report`` (URI of report.html) and
@@ -290,7 +290,7 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
                          "notes": []}
         unpersist_units(baseline[1])
     unpersist_units(judged[1])
-    cold = evaluate_cold_items(subject, train, data.all_positives, data.known, num_items, ks, cfg.seed)
+    cold = evaluate_cold_items(subject, train, data.all_positives, data.known, num_items, ks)
 
     # -- publish -------------------------------------------------------------------------------
     root = lake.join(lake_uri, "reports", cfg.name)

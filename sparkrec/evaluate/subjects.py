@@ -10,11 +10,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec import lake
-from sparkrec.columns import INDEX, ITEM_ID, ITEM_IDX, ORIGINAL_ID, USER_ID, USER_IDX
+from sparkrec.columns import ITEM_ID, ITEM_IDX, PREDICTION, RANK, SCORE, USER_ID, USER_IDX
+from sparkrec.data.index_ids import read_vocab
 from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.baselines import Recommender
-from sparkrec.evaluate.ranking_metrics import RANK, SCORE
-from sparkrec.evaluate.rating_metrics import PREDICTION
 from sparkrec.models.store import check_same_data, read_meta, resolve_model
 from sparkrec.score.pairs import score_index_pairs
 from sparkrec.score.publish import POINTER, scores_root
@@ -80,10 +79,8 @@ class TopKTable(Recommender):
             raise SparkrecError(f"{root} holds a {manifest.get('mode')!r} table, not top-K recommendations; "
                                 f"run jobs/score.py without score.pairs")
         check_same_data(f"score table {root}", manifest["data_hash"], prepared, fix=RESCORE)
-        users = spark.read.parquet(prepared["paths"]["user_vocab"]).select(
-            F.col(ORIGINAL_ID).alias(USER_ID), F.col(INDEX).alias(USER_IDX))
-        items = spark.read.parquet(prepared["paths"]["item_vocab"]).select(
-            F.col(ORIGINAL_ID).alias(ITEM_ID), F.col(INDEX).alias(ITEM_IDX))
+        users = read_vocab(spark, prepared["paths"]["user_vocab"], USER_ID, USER_IDX)
+        items = read_vocab(spark, prepared["paths"]["item_vocab"], ITEM_ID, ITEM_IDX)
         # Inner joins are exact here: the table was built from this vocabulary (same data hash).
         table = (spark.read.parquet(manifest["version"]).join(users, USER_ID).join(items, ITEM_ID)
                  .select(USER_IDX, ITEM_IDX, F.col(SCORE).cast("double").alias(SCORE), RANK))

@@ -15,7 +15,7 @@ import torch
 from pyspark.sql import SparkSession
 
 from sparkrec import lake
-from sparkrec.columns import ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
+from sparkrec.columns import ITEM_ID, ITEM_IDX, RANK, USER_ID, USER_IDX
 from sparkrec.config import Config, dump_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
@@ -24,7 +24,6 @@ from sparkrec.explain.attributions import (
 )
 from sparkrec.explain.pairs import histories, item_ids, pairs_from_file, pairs_from_top_k
 from sparkrec.explain.store import HISTORY_ITEM, TOKEN, explanations_root, publish_explanations
-from sparkrec.score.columns import RANK
 from sparkrec.models.store import check_same_data, load_model_version, resolve_model
 
 TOKEN_VOCAB = "token_vocab"  # key of model.json's "model" (the model config): token strings by id

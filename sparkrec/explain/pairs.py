@@ -10,25 +10,21 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec import lake
-from sparkrec.columns import INDEX, ITEM_ID, ITEM_IDX, LABEL, ORIGINAL_ID, USER_ID, USER_IDX
+from sparkrec.columns import COLD_START, INDEX, ITEM_ID, ITEM_IDX, LABEL, ORIGINAL_ID, RANK, USER_ID, USER_IDX
 from sparkrec.config.explain import ExplainConfig
+from sparkrec.data.index_ids import read_vocab
 from sparkrec.errors import SparkrecError
-from sparkrec.score.columns import COLD_START, RANK
 from sparkrec.score.publish import POINTER, scores_root
 
 PAIR_COLUMNS = [USER_ID, ITEM_ID, USER_IDX, ITEM_IDX, RANK]
 SHOWN_IDS = 5  # unknown IDs quoted in an error message
 
 
-def _vocab(spark: SparkSession, path: str, id_col: str, idx_col: str) -> DataFrame:
-    return spark.read.parquet(path).select(F.col(ORIGINAL_ID).alias(id_col), F.col(INDEX).alias(idx_col))
-
-
 def _with_indices(pairs: DataFrame, prepared: dict, what: str) -> pd.DataFrame:
     """``pairs`` (user_id, item_id[, rank]) joined to the prepared vocabularies; every ID must be known."""
     spark, paths = pairs.sparkSession, prepared["paths"]
-    indexed = (pairs.join(_vocab(spark, paths["user_vocab"], USER_ID, USER_IDX), USER_ID, "left")
-               .join(_vocab(spark, paths["item_vocab"], ITEM_ID, ITEM_IDX), ITEM_ID, "left"))
+    indexed = (pairs.join(read_vocab(spark, paths["user_vocab"], USER_ID, USER_IDX), USER_ID, "left")
+               .join(read_vocab(spark, paths["item_vocab"], ITEM_ID, ITEM_IDX), ITEM_ID, "left"))
     if RANK not in indexed.columns:
         indexed = indexed.withColumn(RANK, F.lit(None).cast("int"))
     rows = indexed.select(*PAIR_COLUMNS).toPandas()

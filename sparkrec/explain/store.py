@@ -10,13 +10,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
 from sparkrec import lake
-from sparkrec.columns import ITEM_ID, USER_ID
+from sparkrec.columns import ITEM_ID, RANK, SCORE, USER_ID
 from sparkrec.errors import SparkrecError
 
 TABLE = "attributions"
 SUMMARY = "summary.json"
-# Attribution table columns (user_id, item_id as in sparkrec.columns).
-SCORE, KIND, FEATURE, ATTRIBUTION, RANK = "score", "kind", "feature", "attribution", "rank"
+# Attribution table columns (user_id, item_id, score and rank as in sparkrec.columns).
+KIND, FEATURE, ATTRIBUTION = "kind", "feature", "attribution"
 HISTORY_ITEM, TOKEN = "history_item", "token"
 SCHEMA = StructType([
     StructField(USER_ID, StringType(), False), StructField(ITEM_ID, StringType(), False),

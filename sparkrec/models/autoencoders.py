@@ -31,18 +31,19 @@ def rows_of(offsets: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class AutoRecConfig:
-    """I-AutoRec's interface: everything needed to rebuild it from a saved ``state_dict``."""
+    """I-AutoRec's interface: everything needed to rebuild it from a saved ``state_dict`` (no
+    defaults: they live in ``autoencoder.*``)."""
 
     kind: str
     """'autorec'."""
     num_users: int
     num_items: int
-    hidden: int = 500
+    hidden: int
     """Hidden units (the item code size)."""
-    implicit: bool = False
+    implicit: bool
     """Always false: AutoRec reconstructs observed ratings."""
-    rating_min: float = 1.0
-    rating_max: float = 5.0
+    rating_min: float
+    rating_max: float
 
     def __post_init__(self) -> None:
         if self.kind != "autorec":
@@ -112,17 +113,18 @@ class AutoRec(nn.Module):
 
 @dataclass(frozen=True)
 class MultVAEConfig:
-    """Mult-VAE's interface: everything needed to rebuild it from a saved ``state_dict``."""
+    """Mult-VAE's interface: everything needed to rebuild it from a saved ``state_dict`` (no
+    defaults: they live in ``autoencoder.*``)."""
 
     kind: str
     """'multvae'."""
     num_users: int
     num_items: int
-    encoder_layers: tuple[int, ...] = (600,)
+    encoder_layers: tuple[int, ...]
     """Hidden widths of the encoder; the decoder mirrors them."""
-    latent: int = 200
-    input_dropout: float = 0.5
-    implicit: bool = True
+    latent: int
+    input_dropout: float
+    implicit: bool
     """Always true: Mult-VAE models which items a user interacts with."""
 
     def __post_init__(self) -> None:

@@ -34,7 +34,9 @@ CONTENT_BATCH = 4096  # items per content-tower pass in as_ncf
 
 @dataclass(frozen=True)
 class HybridConfig:
-    """The model's interface: everything needed to rebuild it from a saved ``state_dict``."""
+    """The model's interface: everything needed to rebuild it from a saved ``state_dict``.
+
+    Hyper-parameters have no defaults here: they come from ``train.*`` and ``content.*``."""
 
     kind: str
     """Always 'hybrid'."""
@@ -44,17 +46,19 @@ class HybridConfig:
     """Token ids 0..vocab_size-1 (0 = padding, 1 = unknown token)."""
     max_tokens: int
     """Tokens per item (the ``content_tokens`` width)."""
-    factors: int = 8
-    mlp_layers: tuple[int, ...] = (64, 32, 16, 8)
-    dropout: float = 0.0
-    implicit: bool = True
-    rating_min: float = 1.0
-    rating_max: float = 5.0
-    use_bias: bool = False
-    token_dim: int = 32
-    cnn_widths: tuple[int, ...] = (1, 2, 3)
-    cnn_filters: int = 32
-    id_dropout: float = 0.5
+    factors: int
+    mlp_layers: tuple[int, ...]
+    dropout: float
+    implicit: bool
+    rating_min: float
+    rating_max: float
+    use_bias: bool
+    dense_items: bool
+    """Always false: the hybrid trains with pairwise losses, whose gradients touch the batch's items only."""
+    token_dim: int
+    cnn_widths: tuple[int, ...]
+    cnn_filters: int
+    id_dropout: float
     """Training only: probability of dropping an example's item ID part."""
     token_vocab: tuple[str, ...] = ()
     """Token strings by id (for explanations); empty when unknown."""
@@ -86,7 +90,7 @@ class HybridConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "HybridConfig":
-        return cls(**d)
+        return cls(**{"dense_items": False, **d})
 
 
 class HybridNCF(nn.Module):

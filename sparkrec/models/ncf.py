@@ -18,25 +18,28 @@ INIT_STD = 0.01  # embeddings ~ N(0, 0.01), as in the paper
 
 @dataclass(frozen=True)
 class NCFConfig:
-    """The model's interface: everything needed to rebuild it from a saved ``state_dict``."""
+    """The model's interface: everything needed to rebuild it from a saved ``state_dict``.
+
+    No field has a default: the defaults live in the typed config (``train.*``), which
+    ``sparkrec.train.loop.model_config`` turns into this."""
 
     kind: str
     """'gmf', 'mlp' or 'neumf'."""
     num_users: int
     num_items: int
-    factors: int = 8
+    factors: int
     """GMF embedding dimension."""
-    mlp_layers: tuple[int, ...] = (64, 32, 16, 8)
+    mlp_layers: tuple[int, ...]
     """Tower widths; the first is the concatenated input, so each MLP embedding has mlp_layers[0] // 2."""
-    dropout: float = 0.0
+    dropout: float
     """Dropout after each hidden ReLU of the tower."""
-    implicit: bool = True
+    implicit: bool
     """Implicit feedback (a logit for BCE) or explicit ratings (mapped to the rating range)."""
-    rating_min: float = 1.0
-    rating_max: float = 5.0
-    use_bias: bool = False
+    rating_min: float
+    rating_max: float
+    use_bias: bool
     """Add per-user and per-item biases to the raw output."""
-    dense_items: bool = False
+    dense_items: bool
     """GMF item tables get dense gradients (a full-softmax loss touches every item every step)."""
 
     def __post_init__(self) -> None:
@@ -61,7 +64,8 @@ class NCFConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NCFConfig":
-        return cls(**{**d, "mlp_layers": tuple(d["mlp_layers"])})
+        # Models saved before train.loss existed trained sparse tables only.
+        return cls(**{"dense_items": False, **d, "mlp_layers": tuple(d["mlp_layers"])})
 
 
 def _embedding(n: int, dim: int, sparse: bool = True) -> nn.Embedding:

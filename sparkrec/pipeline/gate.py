@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
+from sparkrec.columns import ITEM_IDX, LABEL, RANK, SCORE, USER_IDX
 from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.candidates import interactions, sample_negatives, sampled_lists
-from sparkrec.evaluate.ranking_metrics import LIST_ID, RANK, SCORE, mean_over_users, per_list_metrics, rank_by_score
+from sparkrec.evaluate.ranking_metrics import LIST_ID, mean_over_users, per_list_metrics, rank_by_score
 from sparkrec.evaluate.rating_metrics import rating_metrics
 from sparkrec.models.store import read_meta
 from sparkrec.score.pairs import score_index_pairs

@@ -11,8 +11,6 @@ summary, and leaves ``runs/latest.json`` on the last successful run.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -24,6 +22,7 @@ from sparkrec.config import Config, dump_config
 from sparkrec.data.content import content_root, run_prepare_content
 from sparkrec.data.prepare import config_hash, input_fingerprint, load_manifest, run_prepare
 from sparkrec.errors import QualityGateBlocked, SparkrecError
+from sparkrec.hashing import digest
 from sparkrec.evaluate.run import METRICS_FILE, run_evaluate
 from sparkrec.pipeline import gate
 from sparkrec.pipeline.history import latest_summary, mark_latest, new_run_id, write_summary
@@ -31,10 +30,6 @@ from sparkrec.score.job import run_score
 from sparkrec.models.store import model_root, publish_model, read_meta
 from sparkrec.score.publish import POINTER as SCORES_POINTER, scores_root
 from sparkrec.train.launch import run_training
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _published(root: str, pointer: str = "manifest.json") -> str | None:
@@ -56,7 +51,7 @@ class Run:
               run: Callable[[], dict]) -> dict:
         """Run ``run`` (returning the stage's outputs, with the published ``version``) unless
         the stage is unchanged since the last successful run; return the outputs either way."""
-        record = {"inputs": inputs, "inputs_hash": _hash(inputs)}
+        record = {"inputs": inputs, "inputs_hash": digest(inputs)}
         self.summary["stages"][name] = record
         before = (self.previous or {}).get("stages", {}).get(name, {})
         forced = self.cfg.pipeline.force or name in self.cfg.pipeline.force_stages

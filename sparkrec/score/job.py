@@ -12,13 +12,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec import lake
-from sparkrec.columns import INDEX, ITEM_ID, ITEM_IDX, ORIGINAL_ID, REASON, USER_ID, USER_IDX
+from sparkrec.columns import BUCKET, ITEM_ID, ITEM_IDX, PREDICTION, RANK, REASON, SCORE, USER_ID, USER_IDX
 from sparkrec.config import Config, dump_config
+from sparkrec.data.index_ids import read_vocab
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
 from sparkrec.models.store import check_same_data, read_meta, resolve_model
-from sparkrec.score.cold_items import scores_cold_items, servable_items
-from sparkrec.score.columns import BUCKET, PREDICTION, RANK, SCORE
+from sparkrec.score.content_items import scores_cold_items, servable_items
 from sparkrec.score.pairs import index_pairs, score_pairs
 from sparkrec.score.publish import publish_table, scores_root
 from sparkrec.score.recommend import recommend
@@ -37,10 +37,6 @@ def _read_parquet(spark: SparkSession, path: str, needed: tuple[str, ...], key: 
     return df
 
 
-def _vocab(spark: SparkSession, path: str, id_col: str, idx_col: str) -> DataFrame:
-    return spark.read.parquet(path).select(F.col(ORIGINAL_ID).alias(id_col), F.col(INDEX).alias(idx_col))
-
-
 def _base_manifest(cfg: Config, meta: dict, prepared: dict, mode: str) -> dict:
     return {"mode": mode, "model": cfg.name, "model_version": meta["version"], "data_hash": prepared["data_hash"],
             "prepared_version": prepared["version"], "config": dump_config(cfg)}
@@ -49,7 +45,7 @@ def _base_manifest(cfg: Config, meta: dict, prepared: dict, mode: str) -> dict:
 def score_top_k(spark: SparkSession, cfg: Config, model: str, meta: dict, prepared: dict) -> dict:
     """Publish ``<lake>/scores/<name>/``: every requested user's top-K (see ``recommend``)."""
     s = cfg.score
-    users = _vocab(spark, prepared["paths"]["user_vocab"], USER_ID, USER_IDX)
+    users = read_vocab(spark, prepared["paths"]["user_vocab"], USER_ID, USER_IDX)
     if s.users is None:
         requested, skipped = users, 0
     else:
@@ -60,7 +56,7 @@ def score_top_k(spark: SparkSession, cfg: Config, model: str, meta: dict, prepar
     splits = [spark.read.parquet(prepared["splits"][name]["path"]).select(USER_IDX, ITEM_IDX)
               for name in s.exclude_splits]
     exclude = reduce(DataFrame.unionByName, splits) if splits else None
-    recs = recommend(spark, model, requested, _vocab(spark, prepared["paths"]["item_vocab"], ITEM_ID, ITEM_IDX),
+    recs = recommend(spark, model, requested, read_vocab(spark, prepared["paths"]["item_vocab"], ITEM_ID, ITEM_IDX),
                      train, exclude, s.k, only_trained_items=s.only_trained_items,
                      num_items=meta["model"]["num_items"], buckets=s.buckets, batch_users=s.batch_users,
                      chunk_mib=s.chunk_mib, users_per_task=s.users_per_task,

@@ -15,11 +15,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, StructField, StructType
 
-from sparkrec.columns import INDEX, ITEM_ID, ITEM_IDX, ORIGINAL_ID, REASON, USER_ID, USER_IDX
+from sparkrec.columns import INDEX, ITEM_ID, ITEM_IDX, ORIGINAL_ID, PREDICTION, REASON, SCORE, USER_ID, USER_IDX
 from sparkrec.data import quality
 from sparkrec.errors import SparkrecError
 from sparkrec.score import model_ref
-from sparkrec.score.columns import PREDICTION, SCORE
 from sparkrec.score.worker import check_index_range, use_task_cpus
 
 UNKNOWN_USER = "unknown_user"      # user ID not in the prepared vocabulary

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from sparkrec import lake
 from sparkrec.errors import SparkrecError
+from sparkrec.hashing import hash_bucket
 
 POINTER = "_manifest.json"
 
@@ -26,7 +27,7 @@ def scores_root(lake_uri: str, name: str) -> str:
 def user_bucket(user_col: str, buckets: int) -> Column:
     """Hash bucket of a user ID (as a string, so it does not depend on the ID's type): a reader
     computes the same expression to open only one user's folder."""
-    return F.pmod(F.xxhash64(F.col(user_col).cast("string")), F.lit(buckets)).cast("int")
+    return hash_bucket(F.col(user_col).cast("string"), buckets)
 
 
 def publish_table(df: DataFrame, root: str, manifest: dict, expected_rows: int, *,

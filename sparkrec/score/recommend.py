@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkrec.columns import COUNT, ITEM_ID, ITEM_IDX, USER_ID, USER_IDX
-from sparkrec.score.cold_start import fallback_recommendations, popular_items
-from sparkrec.score.columns import BUCKET, COLD_START, RANK, SCORE
+from sparkrec.columns import BUCKET, COLD_START, COUNT, ITEM_ID, ITEM_IDX, RANK, SCORE, USER_ID, USER_IDX
+from sparkrec.score.popularity import fallback_recommendations, popular_items
 from sparkrec.score.publish import user_bucket
 from sparkrec.score.topk import top_k_indices
 

@@ -1,7 +1,7 @@
 """Top-K items for many users, distributed over Spark executors.
 
 Users (with their seen items collected into one array) are spread over tasks; ``mapInPandas`` hands
-each task Arrow batches of users, which go through ``sparkrec.models.scoring.top_k_items`` ``batch_users`` at a
+each task Arrow batches of users, which go through ``sparkrec.models.block_scoring.top_k_items`` ``batch_users`` at a
 time. The model is loaded once per Python worker process (Spark reuses workers across tasks) and
 cached by its version URI, which is immutable, so every task scores with the same weights.
 """
@@ -16,12 +16,11 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkrec.columns import ITEM_IDX, USER_IDX
+from sparkrec.columns import ITEM_IDX, RANK, SCORE, USER_IDX
 from sparkrec.data.sequences import ITEMS, LABELS
-from sparkrec.models.scoring import Histories, is_history_model, items_per_chunk, top_k_items
+from sparkrec.models.block_scoring import is_history_model, items_per_chunk, top_k_items
 from sparkrec.models.store import read_meta
 from sparkrec.score import model_ref
-from sparkrec.score.columns import RANK, SCORE
 from sparkrec.score.worker import check_index_range, histories_of, use_task_cpus
 
 SEEN = "_seen"

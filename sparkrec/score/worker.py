@@ -6,7 +6,7 @@ import torch
 from pyspark import TaskContext
 
 from sparkrec.errors import SparkrecError
-from sparkrec.models.scoring import Histories
+from sparkrec.models.block_scoring import Histories
 
 
 def use_task_cpus() -> None:

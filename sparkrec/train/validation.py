@@ -3,7 +3,7 @@ device, over a seeded sample of validation users (``sparkrec.train.inputs``), ea
 every world-th user; sums are all-reduced.
 
 The metrics are the evaluate job's (``evaluate.split=validation``), computed by the same scoring
-engine the score and evaluate jobs use (``sparkrec.models.scoring.top_k_items``):
+engine the score and evaluate jobs use (``sparkrec.models.block_scoring.top_k_items``):
 
 - implicit, full ranking: each sampled user ranks every item with training interactions except
   its own training items; ``ndcg@10`` = DCG@10 / IDCG@10 with binary gain (DCG = sum over the
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from sparkrec.columns import USER_IDX
-from sparkrec.models.scoring import Histories, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models.block_scoring import Histories, items_per_chunk, make_scorer, top_k_items
 from sparkrec.train import distributed as dist
 from sparkrec.train.feed import left_padded
 from sparkrec.train.inputs import HISTORY, HISTORY_LABELS, KNOWN, TARGET_LABELS, TARGETS

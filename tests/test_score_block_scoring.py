@@ -5,9 +5,11 @@ import pytest
 import torch
 from torch import nn
 
+from model_configs import ncf_config
 from sparkrec.errors import SparkrecError
-from sparkrec.models.ncf import NCF, NCFConfig
-from sparkrec.models.scoring import DecomposedNCF, PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models.ncf import NCF
+from sparkrec.models.block_scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models.decomposed_ncf import DecomposedNCF
 
 NUM_USERS, NUM_ITEMS = 40, 57
 
@@ -15,8 +17,8 @@ NUM_USERS, NUM_ITEMS = 40, 57
 def trained_like(kind, use_bias=False, dropout=0.0, mlp_layers=(16, 8, 4), seed=0):
     """An NCF with weights far from init (std 0.5), so every term of the score matters."""
     torch.manual_seed(seed)
-    model = NCF(NCFConfig(kind=kind, num_users=NUM_USERS, num_items=NUM_ITEMS, factors=6,
-                          mlp_layers=mlp_layers, dropout=dropout, use_bias=use_bias))
+    model = NCF(ncf_config(kind=kind, num_users=NUM_USERS, num_items=NUM_ITEMS, factors=6,
+                           mlp_layers=mlp_layers, dropout=dropout, use_bias=use_bias))
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.5)
@@ -131,7 +133,8 @@ class ScaledNCF(NCF):
 
 
 def test_contract_drift_fails_loudly():
-    model = ScaledNCF(NCFConfig(kind="neumf", num_users=NUM_USERS, num_items=NUM_ITEMS, mlp_layers=(8, 4))).eval()
+    model = ScaledNCF(ncf_config(kind="neumf", num_users=NUM_USERS, num_items=NUM_ITEMS, mlp_layers=(8, 4),
+                                 use_bias=False)).eval()
     with pytest.raises(SparkrecError, match="differ from model.forward"):
         make_scorer(model, NUM_ITEMS)
     with pytest.raises(SparkrecError, match="model has 57 items"):

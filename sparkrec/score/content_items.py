@@ -1,5 +1,6 @@
-"""Items a model can rank without training interactions (cold-start items), for the score job and
-the evaluate job's cold-item protocol."""
+"""Items a model scores from their content, without training interactions (cold-start items): for
+the score job's candidates and the evaluate job's cold-item protocol. (Users without training
+interactions are served by ``sparkrec.score.popularity``.)"""
 from __future__ import annotations
 
 import pandas as pd

@@ -6,20 +6,21 @@ cold_item_fraction`` sends every interaction of a seeded share of items to test)
 training interactions and at least one relevant test item among them gets one list: every cold
 item except its known interactions, cut at max K. Only a model that scores items from content
 (a hybrid) can rank them; for any other model the protocol reports why it was not scored.
-Popularity ranks them by training interactions, i.e. all tied at zero, so its numbers are those of
-a random order (ties are broken by a seeded hash of the item): what a recommender without content
-can do for a new item.
+Popularity ranks them by training interactions, i.e. all tied at zero, so its order is the served
+tie rule's (smaller item index first; indices follow a hash of the ID, so the order is arbitrary
+and label-blind): what a recommender without content can do for a new item.
 """
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkrec.columns import ITEM_IDX, USER_IDX
+from sparkrec.columns import ITEM_IDX, RANK, SCORE, USER_IDX
 from sparkrec.evaluate.baselines import global_order_top_k
 from sparkrec.evaluate.candidates import full_ranking_lists
-from sparkrec.evaluate.ranking_metrics import LIST_ID, RANK, SCORE, mean_over_users, per_list_metrics
-from sparkrec.score.cold_items import scores_cold_items
+from sparkrec.evaluate.ranking_metrics import LIST_ID, mean_over_users, per_list_metrics
+from sparkrec.score.content_items import scores_cold_items
+from sparkrec.score.popularity import popularity_order
 from sparkrec.score.topk import top_k_indices
 
 POPULARITY = "popularity"
@@ -56,7 +57,7 @@ def _metrics(top: DataFrame, lists: DataFrame, positives: DataFrame, ks: list[in
 
 
 def evaluate_cold_items(subject, train: DataFrame, positives: DataFrame, known: DataFrame, num_items: int,
-                        ks: list[int], seed: int) -> dict:
+                        ks: list[int]) -> dict:
     """The cold-item protocol for the evaluated model and popularity.
 
     Parameters
@@ -94,8 +95,8 @@ def evaluate_cold_items(subject, train: DataFrame, positives: DataFrame, known: 
         else:
             top = top_k_indices(subject.spark, subject.model_uri, users, depth, known, items=cold)
             out["results"][subject.name] = _metrics(top, lists, relevant, ks)
-        # Popularity: every cold item has 0 training interactions.
-        pop = global_order_top_k(cold.withColumn(SCORE, F.lit(0.0)), users, depth, known, seed)
+        # Popularity: every cold item has 0 training interactions, so its order is the tie rule's.
+        pop = global_order_top_k(cold.withColumn(SCORE, F.lit(0.0)), users, depth, known, popularity_order())
         out["results"][POPULARITY] = _metrics(pop, lists, relevant, ks)
     for df in (cold, relevant, lists):
         df.unpersist()

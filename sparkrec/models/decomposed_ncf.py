@@ -1,0 +1,165 @@
+"""Score an NCF model (gmf, mlp, neumf) against every item without repeating work that does not
+depend on the pair: the fast ``BlockScorer`` of ``sparkrec.models.block_scoring``.
+
+The raw NeuMF score of user u and item i (He et al. 2017, with the optional biases) is
+
+    out_g . (p_u * q_i)  +  out_t . tail(W [m_u ; n_i] + b)  +  out_b  [+ b_u + b_i]
+
+where p, q are the GMF embeddings, m, n the MLP embeddings, ``W`` the tower's first Linear and
+``tail`` the rest of the tower. Since ``W [m_u ; n_i] = W_u m_u + W_i n_i``:
+
+- the GMF term is ``(p_u * out_g) . q_i``: one matrix product per user batch against all items;
+- the first tower layer is a per-user projection ``W_u m_u`` plus a per-item projection
+  ``W_i n_i + b`` computed once per process, so only ``tail`` runs per pair;
+- the output bias and item bias fold into one per-item constant.
+
+It runs on the device of the model's weights.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sparkrec.errors import SparkrecError
+
+
+class DecomposedNCF:
+    """Block scorer for an ``NCF`` module (gmf, mlp or neumf; biases optional); see module doc.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Follows the NCF contract: ``user_gmf``/``item_gmf`` and/or ``user_mlp``/``item_mlp``/
+        ``tower``, then ``output`` over ``[gmf ; tower]``, optional ``user_bias``/``item_bias``.
+        Put in eval mode (dropout off), as scoring requires.
+    """
+
+    def __init__(self, model: nn.Module):
+        model.eval()
+        with torch.no_grad():
+            out_w = model.output.weight.detach()
+            if out_w.shape[0] != 1:
+                raise SparkrecError(f"NCF output layer must produce one raw score, got {out_w.shape[0]} outputs")
+            out_w = out_w[0]
+            item_table = model.item_gmf if hasattr(model, "item_gmf") else model.item_mlp
+            self.num_items = item_table.num_embeddings
+            self.device = item_table.weight.device
+            # Score terms that depend on the user only / the item only.
+            self.user_const = None
+            self.item_const = model.output.bias.detach().expand(self.num_items).clone()
+            offset = 0
+            self.user_gmf = self.item_gmf = None
+            if hasattr(model, "user_gmf"):
+                factors = model.user_gmf.embedding_dim
+                self.user_gmf = model.user_gmf.weight.detach()
+                # Fold the GMF slice of the output layer into the item side once.
+                self.item_gmf = model.item_gmf.weight.detach() * out_w[:factors]
+                offset = factors
+            self.user_mlp = self.tail = None
+            self.floats_per_pair = 2
+            if hasattr(model, "tower"):
+                user_mlp, item_mlp = model.user_mlp.weight.detach(), model.item_mlp.weight.detach()
+                dim = user_mlp.shape[1]
+                first, rest = _split_tower(model.tower)
+                if first is None:
+                    # No hidden layer: the output sees [m_u ; n_i] directly, a sum of two constants.
+                    self.user_const = user_mlp @ out_w[offset:offset + dim]
+                    self.item_const += item_mlp @ out_w[offset + dim:]
+                else:
+                    # Activations are feature-major ([width, pairs]): the narrow later layers
+                    # then multiply a wide matrix, which runs ~25% faster than [pairs, width].
+                    self.user_mlp = user_mlp
+                    self.user_in = first.weight.detach()[:, :dim].T.contiguous()            # [dim, hidden]
+                    self.item_proj = (item_mlp @ first.weight.detach()[:, dim:].T
+                                      + first.bias.detach()).T.contiguous()                 # [hidden, items]
+                    self.tail = _tail_steps(rest)
+                    self.buffers = _Buffers(self.device)
+                    self.tower_out = out_w[offset:]
+                    widths = [m.out_features for m in rest if isinstance(m, nn.Linear)]
+                    # The broadcast sum, then each later layer's output (activations run in place).
+                    self.floats_per_pair += first.out_features + sum(widths)
+            if hasattr(model, "user_bias"):
+                user_bias = model.user_bias.weight.detach()[:, 0]
+                self.user_const = user_bias if self.user_const is None else self.user_const + user_bias
+                self.item_const += model.item_bias.weight.detach()[:, 0]
+
+    @torch.inference_mode()
+    def user_state(self, users: Tensor) -> tuple:
+        gmf = self.user_gmf[users] if self.user_gmf is not None else None
+        mlp = (self.user_mlp[users] @ self.user_in).T[:, :, None] if self.user_mlp is not None else None
+        const = self.user_const[users][:, None] if self.user_const is not None else None
+        return len(users), gmf, mlp, const
+
+    @torch.inference_mode()  # the reused buffers are inference tensors
+    def block(self, state: tuple, start: int, end: int) -> Tensor:
+        batch, gmf, mlp, const = state
+        item_const = self.item_const[start:end]
+        if gmf is not None:
+            scores = torch.addmm(item_const.expand(batch, -1), gmf, self.item_gmf[start:end].T)
+        else:
+            scores = item_const.repeat(batch, 1)
+        if mlp is not None:
+            width = mlp.shape[0]
+            hidden = self.buffers.get("first", (width, batch * (end - start)))   # [width, users x items]
+            torch.add(mlp, self.item_proj[:, None, start:end], out=hidden.view(width, batch, end - start))
+            for pos, step in enumerate(self.tail):
+                hidden = step(hidden, self.buffers, pos)
+            scores += (self.tower_out @ hidden).view(batch, end - start)
+        if const is not None:
+            scores += const
+        return scores
+
+
+def _split_tower(tower: nn.Sequential) -> tuple[nn.Linear | None, nn.Sequential]:
+    """(first Linear, the modules after it), or (None, empty) for a tower without hidden layers;
+    only modules that are the identity at inference may precede the first Linear."""
+    for pos, module in enumerate(tower):
+        if isinstance(module, nn.Linear):
+            return module, tower[pos + 1:]
+        if not isinstance(module, (nn.Dropout, nn.Identity)):
+            raise SparkrecError(
+                f"NCF tower must start with a Linear over [user_mlp ; item_mlp] (optionally after Dropout), "
+                f"found {[type(m).__name__ for m in tower]}")
+    return None, nn.Sequential()
+
+
+class _Buffers:
+    """Activation buffers reused from block to block. A fresh multi-MiB tensor per block costs page
+    faults on every use (the CPU allocator hands large blocks back to the OS); reuse measured
+    10-25% faster. One scorer serves one task at a time (a Python worker runs tasks serially)."""
+
+    def __init__(self, device: torch.device):
+        self._store: dict = {}
+        self.device = device
+
+    def get(self, key, shape: tuple[int, int]) -> Tensor:
+        """A contiguous float tensor of ``shape`` (contents undefined)."""
+        size = shape[0] * shape[1]
+        buf = self._store.get(key)
+        if buf is None or buf.numel() < size:
+            buf = self._store[key] = torch.empty(size, device=self.device)
+        return buf[:size].view(shape)
+
+
+def _tail_steps(modules: nn.Sequential) -> list:
+    """The tower after its first Linear as steps ``(hidden, buffers, position) -> hidden`` on
+    feature-major [width, pairs]: Linear writes into a reused buffer, ReLU runs in place and
+    dropout (identity at inference) is dropped, which halves the memory traffic per pair."""
+    steps = []
+    for module in modules:
+        if isinstance(module, nn.Linear):
+            weight, bias = module.weight.detach(), module.bias.detach()[:, None]
+            steps.append(lambda x, buffers, pos, w=weight, b=bias:
+                         torch.addmm(b, w, x, out=buffers.get(pos, (w.shape[0], x.shape[1]))))
+        elif isinstance(module, nn.ReLU):
+            steps.append(lambda x, buffers, pos: x.relu_())
+        elif not isinstance(module, (nn.Dropout, nn.Identity)):
+            steps.append(lambda x, buffers, pos, m=module: m(x.T).T)  # modules expect features last
+    return steps
+
+
+
+def has_ncf_structure(model: nn.Module) -> bool:
+    return hasattr(model, "output") and (hasattr(model, "user_gmf") or hasattr(model, "tower"))
+
+
