@@ -166,7 +166,7 @@ def test_neumf_is_reported_unable_to_rank_cold_items(spark, planted):
     prepared = load_manifest(cfg.lake)
     train = spark.read.parquet(prepared["splits"]["train"]["path"])
     test = spark.read.parquet(prepared["splits"]["test"]["path"])
-    subject = TrainedModel.load(spark, cfg.lake, "neumf", prepared, train)
+    subject = TrainedModel.load(spark, cfg.lake, "neumf", prepared, {"train": train, "test": test}, ["train"])
     cold = evaluate_cold_items(subject, train, test.select("user_idx", "item_idx").distinct(),
                                train.select("user_idx", "item_idx"), prepared["num_items"], [10])
     assert cold["results"]["neumf"]["scored"] is False and "no item content" in cold["results"]["neumf"]["reason"]

@@ -5,7 +5,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec import lake
-from sparkrec.columns import ITEM_ID, RATING, TIMESTAMP, USER_ID
+from sparkrec.columns import ITEM_ID, RATING, SPLIT, TIMESTAMP, USER_ID
 from sparkrec.config.input import InputConfig
 from sparkrec.errors import SparkrecError
 
@@ -48,8 +48,8 @@ def _read_mapped(spark: SparkSession, uri: str, cfg: InputConfig) -> DataFrame:
     else:  # json lines; strings keep e.g. "4.50" or "007" exactly as logged
         df = spark.read.option("primitivesAsString", True).json(uri)
     wanted = {USER_ID: cfg.columns.user, ITEM_ID: cfg.columns.item,
-              RATING: cfg.columns.rating, TIMESTAMP: cfg.columns.timestamp}
-    keys = {USER_ID: "user", ITEM_ID: "item", RATING: "rating", TIMESTAMP: "timestamp"}
+              RATING: cfg.columns.rating, TIMESTAMP: cfg.columns.timestamp, SPLIT: cfg.columns.split}
+    keys = {USER_ID: "user", ITEM_ID: "item", RATING: "rating", TIMESTAMP: "timestamp", SPLIT: "split"}
     for target, source in wanted.items():
         if source is not None and source not in df.columns:
             raise SparkrecError(f"column {source!r} not found in {uri} (found {', '.join(df.columns)}); "

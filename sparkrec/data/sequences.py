@@ -23,31 +23,33 @@ LABELS = "labels"
 _EVENTS = "_events"
 
 
-def _ordered_events(interactions: DataFrame) -> DataFrame:
-    """``user_idx`` and ``_events``: the user's (time, item, label) structs in time order."""
+def _ordered_events(interactions: DataFrame, key: str = USER_IDX) -> DataFrame:
+    """``key`` and ``_events``: the user's (time, item, label) structs in time order."""
     time = F.coalesce(F.col(TIMESTAMP).cast("long"), F.lit(0)) if TIMESTAMP in interactions.columns else F.lit(0)
-    event = F.struct(time.alias("t"), F.col(ITEM_IDX).cast("long").alias("i"), F.col(LABEL).cast("float").alias("r"))
-    return interactions.groupBy(USER_IDX).agg(F.sort_array(F.collect_list(event)).alias(_EVENTS))
+    label = F.col(LABEL).cast("float") if LABEL in interactions.columns else F.lit(1.0).cast("float")
+    event = F.struct(time.alias("t"), F.col(ITEM_IDX).cast("long").alias("i"), label.alias("r"))
+    return interactions.groupBy(key).agg(F.sort_array(F.collect_list(event)).alias(_EVENTS))
 
 
-def user_histories(interactions: DataFrame, max_len: int) -> DataFrame:
+def user_histories(interactions: DataFrame, max_len: int, key: str = USER_IDX) -> DataFrame:
     """Each user's latest ``max_len`` interactions, oldest first.
 
     Parameters
     ----------
     interactions : DataFrame
-        ``user_idx`` long, ``item_idx`` long, ``label`` float, ``timestamp`` long (optional).
+        ``key`` (the user: ``user_idx``, or any column naming users), ``item_idx`` long,
+        ``label`` float (optional: 1.0) and ``timestamp`` long (optional).
 
     Returns
     -------
     DataFrame
-        ``user_idx`` long (each user with interactions once), ``items`` array<long>, ``labels``
+        ``key`` (each user with interactions once), ``items`` array<long>, ``labels``
         array<float> (aligned, at most ``max_len`` long).
     """
     events = F.col(_EVENTS)
     last = F.slice(events, F.greatest(F.size(events) - max_len + 1, F.lit(1)), max_len)
-    return (_ordered_events(interactions).select(USER_IDX, last.alias(_EVENTS))
-            .select(USER_IDX, F.col(f"{_EVENTS}.i").alias(ITEMS), F.col(f"{_EVENTS}.r").alias(LABELS)))
+    return (_ordered_events(interactions, key).select(key, last.alias(_EVENTS))
+            .select(key, F.col(f"{_EVENTS}.i").alias(ITEMS), F.col(f"{_EVENTS}.r").alias(LABELS)))
 
 
 def history_windows(interactions: DataFrame, width: int, overlap: int) -> DataFrame:
