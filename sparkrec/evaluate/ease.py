@@ -15,6 +15,7 @@ are columns of X (the others would have all-zero rows and columns).
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import numpy as np
@@ -80,10 +81,13 @@ class Ease(Recommender):
         pairs = train.select(USER_IDX, F.col(ITEM_IDX).cast("long")).distinct()
         columns = np.sort(pairs.select(ITEM_IDX).distinct().toPandas()[ITEM_IDX].to_numpy().astype(np.int64))
         histories = pairs.groupBy(USER_IDX).agg(F.collect_list(ITEM_IDX).alias(_HISTORY)).cache()
-        blocks = (histories.rdd.map(tuple).mapPartitions(_gram_blocks(columns))
-                  .reduceByKey(lambda a, b: a + b).collect())
+        # One reduced block per partition, fetched one partition at a time: the driver's JVM never
+        # holds more than a block of rows (a plain collect() of the whole matrix overflows its heap).
+        blocks = math.ceil(len(columns) / ROWS_PER_BLOCK)
+        summed = (histories.rdd.map(tuple).mapPartitions(_gram_blocks(columns))
+                  .reduceByKey(lambda a, b: a + b, numPartitions=blocks))
         gram = np.zeros((len(columns), len(columns)), dtype=np.float32)
-        for start, rows in blocks:
+        for start, rows in summed.toLocalIterator():
             gram[start:start + len(rows)] = rows
         return cls(spark, columns, gram, lam, histories)
 

@@ -91,7 +91,13 @@ class ValidationSample:
 def load_sample(validation: dict, rank: int, world: int, history_len: int | None) -> ValidationSample:
     """This rank's share (every ``world``-th user from ``rank``) of the published sample."""
     fs, path = fsspec.core.url_to_fs(validation["path"])
-    table = pq.read_table(path, filesystem=fs).sort_by(USER_IDX)
+    return sample_of(pq.read_table(path, filesystem=fs), rank, world, history_len)
+
+
+def sample_of(table, rank: int, world: int, history_len: int | None) -> ValidationSample:
+    """This rank's share of a validation sample given as an Arrow table (``sparkrec.train.inputs
+    .validation_sample``'s columns)."""
+    table = table.sort_by(USER_IDX)
     total = table.num_rows
     table = table.take(np.arange(rank, total, world))
     target_rows, targets = _csr(table.column(TARGETS))
