@@ -50,4 +50,29 @@ fi
 # Validate the config before any JVM starts: a bad key or type exits 2 with a one-line reason.
 "$PYSPARK_DRIVER_PYTHON" -m sparkrec.cli "$(basename "$job" .py)" "$@"
 
-exec "$VENV/bin/spark-submit" "${submit_opts[@]}" --py-files "$zip_path" "$job" "$@"
+# spark-submit (client mode) runs the Python driver with its stderr merged into stdout, so the
+# job's one-line failure reason would not be the last stderr line the README promises. The job
+# also writes it to this file (sparkrec/cli.py), and it is printed last on stderr below.
+reason_file=$(mktemp "${TMPDIR:-/tmp}/sparkrec-reason.XXXXXX")
+trap 'rm -f "$reason_file"' EXIT
+export SPARKREC_REASON_FILE=$reason_file
+
+"$VENV/bin/spark-submit" "${submit_opts[@]}" --py-files "$zip_path" "$job" "$@" &
+child=$!
+# A scheduler that stops this script (SIGTERM, Ctrl-C) stops the job with it.
+trap 'kill -s TERM "$child" 2>/dev/null' TERM
+trap 'kill -s INT "$child" 2>/dev/null' INT
+rc=0
+wait "$child" || rc=$?
+while kill -0 "$child" 2>/dev/null; do  # a trapped signal ends `wait` early: wait for the real exit
+  rc=0
+  wait "$child" || rc=$?
+done
+if [ "$rc" -ne 0 ]; then
+  if [ -s "$reason_file" ]; then
+    cat "$reason_file" >&2
+  else  # cluster deploy mode: the driver ran elsewhere and its reason is in the driver's log
+    echo "spark-submit.sh: $(basename "$job") failed with exit code $rc; see the driver's log for the reason" >&2
+  fi
+fi
+exit "$rc"

@@ -5,10 +5,16 @@ Exit codes (what a scheduler can act on):
   1  the job failed (bad data, missing input, failed check); reason on the last stderr line
   2  invalid config or command line; nothing was started
   3  the pipeline's quality gate blocked a regressed model; nothing was published
+
+spark-submit runs the Python driver with its stderr merged into stdout (client mode), so the
+reason printed here would not end stderr. When ``$SPARKREC_REASON_FILE`` is set (spark-submit.sh
+sets it), the one-line reason is also written to that file, and spark-submit.sh prints it on its
+own stderr as the last line once spark-submit has exited.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -18,10 +24,24 @@ from sparkrec.errors import SparkrecError
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+REASON_FILE = "SPARKREC_REASON_FILE"
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
+def _fail(reason: str, code: int) -> int:
+    """Report a failure: ``reason`` on stderr and, for spark-submit.sh, in ``$SPARKREC_REASON_FILE``."""
+    print(reason, file=sys.stderr, flush=True)
+    path = os.environ.get(REASON_FILE)
+    if path:
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(reason + "\n")
+        except OSError as e:  # the reason is on stderr anyway; say why the file is missing
+            print(f"could not write the failure reason to {REASON_FILE}={path}: {e}", file=sys.stderr)
+    return code
 
 
 def _parse(argv: Sequence[str] | None, prog: str, doc: str) -> argparse.Namespace:
@@ -45,17 +65,14 @@ def run_job(job: Callable[[Config], object], argv: Sequence[str] | None, prog: s
     try:
         cfg = load_config(args.conf, args.overrides)
     except ConfigError as e:
-        print(f"{prog}: {_one_line(e)}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(f"{prog}: {_one_line(e)}", EXIT_CONFIG)
     try:
         job(cfg)
     except SparkrecError as e:
-        print(f"{prog}: failed: {_one_line(e)}", file=sys.stderr)
-        return e.exit_code
+        return _fail(f"{prog}: failed: {_one_line(e)}", e.exit_code)
     except Exception as e:  # unexpected: keep the traceback, but end with the one-line reason
         traceback.print_exc()
-        print(f"{prog}: failed: {e.__class__.__name__}: {_one_line(e)}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(f"{prog}: failed: {e.__class__.__name__}: {_one_line(e)}", EXIT_FAILED)
     return 0
 
 

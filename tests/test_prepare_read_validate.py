@@ -1,6 +1,7 @@
 """Reading every supported log format, row validation and dedupe policies (prepare steps 1-2)."""
 import datetime as dt
 
+import numpy as np
 import pytest
 from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
@@ -8,7 +9,8 @@ from pyspark.testing import assertDataFrameEqual
 from sparkrec.config import load_config
 from sparkrec.data import quality
 from sparkrec.data.dedupe import dedupe
-from sparkrec.data.read_log import read_log
+from sparkrec.data.prepare import run_prepare
+from sparkrec.data.read_log import FORMAT_NAMES, read_log
 from sparkrec.data.validate import check_rows, quarantined_rows, valid_rows
 from sparkrec.errors import SparkrecError
 
@@ -154,3 +156,29 @@ def test_dedupe_without_timestamps_is_order_independent(spark):
     for order in (rows, rows[::-1]):
         out = dedupe(spark.createDataFrame(order, schema), "latest").collect()
         assert [(r.rating, r.events, r.rows) for r in out] == [(4.0, 2, 3)]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
+def test_unreadable_input_is_one_line_naming_the_file_and_the_format(spark, tmp_path, fmt):
+    """Random bytes where the log should be: one line naming the file and the format it is not,
+    not a page of ``Job aborted due to stage failure``."""
+    folder = tmp_path / "log"
+    folder.mkdir()
+    (folder / f"part-0.{fmt}").write_bytes(np.random.default_rng(1).bytes(8192))
+    cfg = load_config(None, [f"lake={tmp_path}/lake", f"input.path={folder}", f"input.format={fmt}"])
+    with pytest.raises(SparkrecError) as failed:
+        run_prepare(spark, cfg)
+    reason = str(failed.value)
+    assert "\n" not in reason and len(reason) < 600, reason
+    assert f"part-0.{fmt}" in reason and FORMAT_NAMES[fmt] in reason and f"input.format={fmt}" in reason, reason
+
+
+def test_a_corrupt_file_among_good_parquet_files_is_named(spark, tmp_path):
+    folder = tmp_path / "log"
+    spark.createDataFrame([e for e in EVENTS], "user_id string, item_id string, rating string, timestamp string") \
+        .coalesce(1).write.parquet(str(folder))
+    (folder / "part-zz-corrupt.parquet").write_bytes(b"PAR1" + np.random.default_rng(2).bytes(4096))
+    cfg = load_config(None, [f"lake={tmp_path}/lake", f"input.path={folder}"])
+    with pytest.raises(SparkrecError, match=r"part-zz-corrupt\.parquet is not a valid Parquet file") as failed:
+        run_prepare(spark, cfg)
+    assert "\n" not in str(failed.value)

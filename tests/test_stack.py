@@ -60,3 +60,20 @@ def test_spark_submit_wrapper_runs_a_job_from_any_directory(tmp_path):
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1, lines  # refused before any JVM started: nothing else on stderr
     assert "unknown key 'generate.num_rowz'" in lines[0] and "command-line" in lines[0]
+
+
+@pytest.mark.spark
+def test_a_job_failing_in_spark_ends_stderr_with_its_reason_through_spark_submit(tmp_path):
+    """The README's exit-code contract through spark-submit.sh, for a job that fails after the JVM
+    started: exit 1 and the job's one-line reason as the last stderr line (spark-submit merges
+    the Python driver's stderr into its stdout)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "part-0.parquet").write_bytes(os.urandom(4096))
+    cmd = [str(ROOT / "spark-submit.sh"), "jobs/prepare_data.py", f"lake={tmp_path}/lake", f"input.path={raw}"]
+    env = {**os.environ, "SPARKREC_DRIVER_MEMORY": "1g"}
+    failed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("prepare_data: failed: input.path"), last
+    assert "part-0.parquet is not a valid Parquet file" in last, last

@@ -38,4 +38,12 @@ class InputConfig(Section):
     """CSV only: whether the first line holds column names."""
 
     csv_delimiter: str = ","
-    """CSV only: field separator."""
+    """CSV only: field separator. Fields are read as RFC 4180 has them (what Python's csv, pandas
+    and spreadsheets write): a field may be quoted with `"`, and a `"` inside a quoted field is
+    written twice (`"quote""user"` is the ID `quote"user`); IDs keep every other character as
+    written, spaces included."""
+
+    csv_multiline: bool = False
+    """CSV only: quoted fields may span lines (an ID or text holding a line break; a `\r\n` inside
+    a quoted field is read as `\n`). Off, every line is one row, which lets Spark split a large file
+    between tasks; on, each file is read whole by one task."""

@@ -27,6 +27,7 @@ from sparkrec.config import Config, dump_config
 from sparkrec.config.content import ContentConfig
 from sparkrec.data import item_text as text
 from sparkrec.data.prepare import load_manifest
+from sparkrec.data.read_log import csv_reader
 from sparkrec.errors import SparkrecError
 from sparkrec.models.store import check_same_data
 
@@ -41,8 +42,8 @@ def content_root(lake_uri: str) -> str:
 
 
 def _csv(spark: SparkSession, uri: str) -> DataFrame:
-    # MovieLens quotes titles with commas and doubles quotes inside them ("" -> ").
-    return spark.read.option("header", True).option("quote", '"').option("escape", '"').csv(uri)
+    # MovieLens quotes titles with commas and doubles quotes inside them ("" -> "): RFC 4180.
+    return csv_reader(spark, header=True).csv(uri)
 
 
 def _need_columns(df: DataFrame, columns: list[str], where: str, key: str) -> None:
@@ -84,9 +85,7 @@ def read_item_tokens(spark: SparkSession, cfg: ContentConfig) -> tuple[DataFrame
             sources.append(text.tag_tokens(tags))
             counts["tag_rows"] = tags.count()
         return text.concat_item_tokens(*sources), counts
-    reader = spark.read
-    if cfg.format == "csv":
-        reader = reader.option("header", True).option("escape", '"')
+    reader = csv_reader(spark, header=True) if cfg.format == "csv" else spark.read
     table = reader.format(cfg.format).load(uri)
     _need_columns(table, [cfg.item_column, *cfg.text_columns], uri, "content.item_column / content.text_columns")
     return text.table_tokens(table, cfg.item_column, cfg.text_columns), {"source_rows": table.count()}

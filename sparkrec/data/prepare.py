@@ -30,7 +30,7 @@ from sparkrec.data.dedupe import EVENTS, FIRST_TS, ROWS, dedupe
 from sparkrec.data.filters import kcore, positives
 from sparkrec.data.index_ids import build_vocab, id_stats, read_vocab
 from sparkrec.data.parquet_layout import Layout, read_layout
-from sparkrec.data.read_log import read_log
+from sparkrec.data.read_log import read_log, unreadable_input
 from sparkrec.data.split import SPLIT, SPLITS, assign_split, check_split_possible, is_cold_item
 from sparkrec.data.validate import check_rows, quarantined_rows, valid_rows
 from sparkrec.errors import SparkrecError
@@ -209,7 +209,10 @@ def _prepare_version(spark: SparkSession, cfg: Config, raw: DataFrame, staged: l
     p, version = cfg.prepare, staged.version
     # Parsing twice (here and for dedupe) is cheaper than caching the parsed rows: building an
     # in-memory cache of the string columns cost 2.5x a parse in bench/prepare_bench.py.
-    input_rows = raw.count()
+    try:
+        input_rows = raw.count()
+    except Exception as e:  # a file only the row readers find undecodable (e.g. in a folder of good ones)
+        raise unreadable_input(e, cfg.input) or e
     checked = check_rows(raw, p.rating_min, p.rating_max)
     quarantine_uri = lake.join(version, "quarantine")
     quarantined_rows(checked).write.parquet(quarantine_uri)
