@@ -133,15 +133,20 @@ def _events(cfg: GenerateConfig, ids: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _dirt_kinds(cfg: GenerateConfig, ids: np.ndarray) -> np.ndarray:
+def _dirt_kinds(cfg: GenerateConfig, cols: ColumnsConfig, ids: np.ndarray) -> np.ndarray:
+    """The dirt of each row (None = clean), drawn among the kinds the log's columns can carry: a
+    log without ratings (or times) cannot hold a bad rating (or time)."""
+    kinds = [k for k in DIRT_KINDS
+             if not (k in (quality.BAD_RATING, quality.RATING_OUT_OF_RANGE) and not cols.rating)
+             and not (k == quality.BAD_TIMESTAMP and not cols.timestamp)]
     dirty = uniform(cfg.seed, ids, _S_DIRT) < cfg.dirt_rate
-    kind = (uniform(cfg.seed, ids, _S_DIRT_KIND) * len(DIRT_KINDS)).astype(np.int64)
-    return np.where(dirty, np.asarray(DIRT_KINDS, dtype=object)[kind], None)
+    kind = (uniform(cfg.seed, ids, _S_DIRT_KIND) * len(kinds)).astype(np.int64)
+    return np.where(dirty, np.asarray(kinds, dtype=object)[kind], None)
 
 
 def _as_frame(cfg: GenerateConfig, cols: ColumnsConfig, ids: np.ndarray) -> pd.DataFrame:
     ev = _events(cfg, ids)
-    dirt = _dirt_kinds(cfg, ids)
+    dirt = _dirt_kinds(cfg, cols, ids)
     out = {
         cols.user: pd.Series("u" + pd.Series(ev["user"]).astype(str), dtype=object),
         cols.item: pd.Series("i" + pd.Series(ev["item"]).astype(str), dtype=object),

@@ -30,7 +30,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 KIND = "sequence"
@@ -186,20 +185,23 @@ class SequenceModel(nn.Module):
         return self.norm(x)
 
     # -- explicit: pooled history with biases -------------------------------------------------------
+    def _bias_of(self, items: torch.Tensor) -> torch.Tensor:
+        """Item biases of a padded index tensor (0 at padding), through the lookup so a sparse
+        table gets a sparse gradient."""
+        n = self.cfg.num_items
+        return self.item_bias(items.clamp(max=n - 1))[..., 0] * (items < n)
+
     def _pooled(self, items: torch.Tensor, labels: torch.Tensor):
         items = self.padded(items)
         valid = (items != self.cfg.num_items).float()
-        _, bias = self.item_table()
-        padded_bias = F.pad(bias, (0, 1))[items]
-        residual = (labels - self.global_bias - padded_bias) * valid
+        residual = (labels - self.global_bias - self._bias_of(items)) * valid
         y, z = self.history_embedding(items), self.rated_embedding(items)
         return items, valid, residual, y, z * residual[..., None]
 
     def _rating(self, items, vector, user_bias) -> torch.Tensor:
         """Predictions for each position's own item [B, W] from per-position user parts."""
-        _, bias = self.item_table()
         target = self.item_embedding(items)
-        return self.global_bias + user_bias + F.pad(bias, (0, 1))[items] + (target * vector).sum(-1)
+        return self.global_bias + user_bias + self._bias_of(items) + (target * vector).sum(-1)
 
     def leave_one_out(self, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Predicted rating of every history item from the user's other history items [B, W]
