@@ -1,12 +1,16 @@
-"""Training throughput: the real NeuMF step fed three ways, each against a baseline in the same run.
+"""Training throughput: the real training step measured against a baseline in the same run.
 
 1. feed: the Petastorm feed (ShardReader: row-group shuffling, shuffle buffer, BatchedDataLoader)
-   against the same step on in-memory tensors of the same prepared rows (target ratio >= 0.85);
+   against the same NeuMF step on in-memory tensors of the same prepared rows (target ratio >= 0.85);
 2. workers: the full job through TorchDistributor with 2 workers against 1 worker on local[2];
-3. vocabulary: in-memory steps at 1M users x 100k items against 6k x 4k (sparse embedding
-   gradients; target ratio >= 0.5).
+3. vocabulary: in-memory NeuMF steps at 1M users x 100k items against 6k x 4k (sparse embedding
+   gradients; target ratio >= 0.5);
+4. losses: in-memory GMF-64 steps (1M users x 100k items) with each loss; target:
+   ``sampled_softmax`` with 1,000 shared negatives (plus the batch's positives) >= 0.5x the
+   samples/s of ``bce`` with 4 negatives per positive.
 
-    flock /tmp/sparkrec-tests.lock .venv/bin/python bench/train_bench.py [--rows 2000000] [--reps 3]
+    flock /tmp/sparkrec-tests.lock .venv/bin/python bench/train_bench.py [--rows 2000000] [--reps 3] \
+        [--parts feed workers vocabulary losses]
 
 Samples are positives (each implicit step also scores num_negatives negatives per positive).
 Medians over ``--reps`` alternating repetitions; the prepared data is cached under bench/out/.
@@ -34,7 +38,7 @@ from sparkrec.train.feed import ShardReader, plan_shards
 from sparkrec.train.launch import run_training
 from sparkrec.train.optim import make_optimizers
 from sparkrec.train.loop import train_step
-from sparkrec.train.objectives import NCFObjective
+from sparkrec.train.objectives import Negatives, NCFObjective
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 OUT = Path(__file__).resolve().parent / "out" / "train_bench"
@@ -57,27 +61,35 @@ def prepared(rows: int, spark_cfg: list[str]) -> tuple[str, list[str]]:
     return str(lake), overrides
 
 
-def new_model(num_users: int, num_items: int) -> tuple[NCF, list]:
+def new_model(num_users: int, num_items: int, kind: str = "neumf", factors: int = 8,
+              dense_items: bool = False) -> tuple[NCF, list]:
     torch.manual_seed(0)
-    model = NCF(NCFConfig(kind="neumf", num_users=num_users, num_items=num_items, factors=8, mlp_layers=TOWER,
-                          dropout=0.0, implicit=True, rating_min=1.0, rating_max=5.0, use_bias=False))
+    model = NCF(NCFConfig(kind=kind, num_users=num_users, num_items=num_items, factors=factors, mlp_layers=TOWER,
+                          dropout=0.0, implicit=True, rating_min=1.0, rating_max=5.0, use_bias=False,
+                          dense_items=dense_items))
     cfg = load_config(None, []).train
     return model, make_optimizers(model, cfg, cfg.lr)
 
 
-def ncf_objective(lake: str) -> NCFObjective:
-    """The training job's implicit NCF objective (default train config: 4 negatives per positive)."""
-    return NCFObjective(load_config(None, []), load_manifest(lake), world=1, implicit=True)
+def ncf_objective(lake: str, *overrides: str, num_items: int | None = None) -> NCFObjective:
+    """The training job's implicit NCF objective (default train config: bce, 4 negatives per
+    positive), negatives drawn uniformly over ``num_items`` (default: the prepared items)."""
+    manifest = load_manifest(lake)
+    objective = NCFObjective(load_config(None, list(overrides)), manifest, inputs={}, world=1, implicit=True)
+    counts = torch.ones(num_items or manifest["num_items"], dtype=torch.float64)
+    objective.loss_settings.negatives = Negatives(objective.loss_settings.sampler, counts, None)
+    return objective
 
 
 def run_steps(objective: NCFObjective, model, optimizers, batches, rows_per_step: int) -> float:
     """Positives per second through the real training step."""
     gen = torch.Generator().manual_seed(1)
     model.train()
+    trainee = objective.trainee(model)
     rows, start = 0, time.perf_counter()
     for step, batch in enumerate(batches):
         n = len(batch[USER_IDX])
-        train_step(objective, model, model, optimizers, None, batch,
+        train_step(objective, model, trainee, optimizers, None, batch,
                    loss_scale=1.0 / (rows_per_step * objective.examples_per_row), generator=gen, step=step,
                    autocast=nullcontext())
         rows += n
@@ -138,12 +150,34 @@ def bench_vocabulary(objective: NCFObjective, reps: int, batch_size: int, steps:
     return {name: statistics.median(v) for name, v in rates.items()}
 
 
+LOSSES = {"bce, 4 negatives": ("bce", 4), "bpr, 4 negatives": ("bpr", 4),
+          "sampled_softmax, 1,000 shared negatives": ("sampled_softmax", 1000), "softmax, 100k items": ("softmax", 0)}
+
+
+def bench_losses(lake: str, reps: int, batch_size: int, steps: int) -> dict[str, float]:
+    users, items = 1_000_000, 100_000
+    rates = {name: [] for name in LOSSES}
+    for rep in range(reps):
+        g = torch.Generator().manual_seed(rep)
+        batches = [{USER_IDX: torch.randint(users, (batch_size,), generator=g),
+                    ITEM_IDX: torch.randint(items, (batch_size,), generator=g),
+                    LABEL: torch.ones(batch_size)} for _ in range(steps)]
+        for name, (loss, negatives) in LOSSES.items():
+            objective = ncf_objective(lake, "train.model=gmf", f"train.loss={loss}",
+                                      f"train.num_negatives={max(1, negatives)}", num_items=items)
+            model, opts = new_model(users, items, kind="gmf", factors=64, dense_items=loss == "softmax")
+            run_steps(objective, model, opts, batches[:3], batch_size)  # warm-up
+            rates[name].append(run_steps(objective, model, opts, batches[3:], batch_size))
+            print(f"  rep {rep}: {name} {rates[name][-1]:,.0f}/s", flush=True)
+    return {name: statistics.median(v) for name, v in rates.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000, help="generated events (before dedupe)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--parts", nargs="+", default=["feed", "workers", "vocabulary"])
+    parser.add_argument("--parts", nargs="+", default=["feed", "workers", "vocabulary", "losses"])
     args = parser.parse_args()
     spark_cfg = ["spark.log_level=ERROR", f"spark.conf={{spark.local.dir: {OUT}/spark-local}}"]
     print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}")
@@ -163,6 +197,13 @@ def main() -> int:
         rates = bench_vocabulary(ncf_objective(lake), args.reps, args.batch_size, steps=200)
         small, large = rates["6k x 4k"], rates["1M x 100k"]
         print(f"   median 6k x 4k {small:,.0f}/s, 1M x 100k {large:,.0f}/s: ratio {large / small:.2f} (target >= 0.5)")
+    if "losses" in args.parts:
+        print(f"4. losses, in-memory GMF-64 steps, 1M users x 100k items, batch {args.batch_size}")
+        rates = bench_losses(lake, args.reps, args.batch_size, steps=40)
+        for name, rate in rates.items():
+            print(f"   median {name}: {rate:,.0f} samples/s")
+        ratio = rates["sampled_softmax, 1,000 shared negatives"] / rates["bce, 4 negatives"]
+        print(f"   sampled_softmax (1,000) / bce (4): {ratio:.2f} (target >= 0.5)")
     return 0
 
 

@@ -248,6 +248,8 @@ class SequenceModel(nn.Module):
         sparse gradients sparse), shape of ``items``."""
         items = self.padded(items)
         total = self.item_embedding(items).pow(2).sum(-1)
+        if hasattr(self, "item_bias"):
+            total = total + self._bias_of(items).pow(2)
         if not self.cfg.implicit:
             total = total + self.history_embedding(items).pow(2).sum(-1) + self.rated_embedding(items).pow(2).sum(-1)
         return total
