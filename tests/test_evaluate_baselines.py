@@ -124,3 +124,38 @@ def test_popularity_baseline_ranks_the_list_the_score_job_serves(spark):
     users = pairs(spark, [(7, 0)]).select("user_idx")
     evaluated = Popularity.fit(train).top_k(users, 4, pairs(spark, [(0, 0)]).where("user_idx < 0"))
     assert [r.item_idx for r in evaluated.orderBy("rank").collect()] == served
+
+
+def test_ease_is_the_closed_form_and_ranks_by_it(spark):
+    """EASE's weights equal numpy's closed form; its scores and top-k follow x_u . B exactly."""
+    import numpy as np
+
+    from sparkrec.evaluate.ease import Ease
+
+    rows = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 3), (2, 0), (2, 3), (2, 4), (3, 2), (3, 4), (4, 5), (4, 0)]
+    train = pairs(spark, rows)
+    lam = 2.0
+    ease = Ease.fit(train, lam)
+    x = np.zeros((5, 6))
+    for u, i in rows:
+        x[u, i] = 1.0
+    p = np.linalg.inv(x.T @ x + lam * np.eye(6))
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    assert list(ease.columns) == list(range(6))
+    np.testing.assert_allclose(ease.weights.value, b, rtol=1e-5, atol=1e-6)
+
+    expected = x @ b
+    scored = ease.score_pairs(pairs(spark, [(0, 3), (0, 5), (3, 0), (2, 9)])).collect()
+    got = {(r.user_idx, r.item_idx): r.score for r in scored}
+    assert got[(2, 9)] == 0.0  # an item without training interactions
+    for (u, i), value in got.items():
+        if i < 6:
+            assert value == pytest.approx(expected[u, i], rel=1e-5, abs=1e-6)
+
+    top = ease.top_k(pairs(spark, [(0, 0), (3, 0)]).select("user_idx"), 2, train).collect()
+    for user in (0, 3):
+        scores = expected[user].copy()
+        scores[x[user] > 0] = -np.inf
+        want = list(np.argsort(-scores, kind="stable")[:2])
+        assert [r.item_idx for r in sorted((r for r in top if r.user_idx == user), key=lambda r: r.rank)] == want

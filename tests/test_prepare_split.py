@@ -123,3 +123,23 @@ def test_time_splits_refused_without_timestamps_and_bad_config(spark):
         load_config(None, ["prepare.split.kind=temporal", "prepare.split.cutoffs=[9, 5]"])
     df = spark.createDataFrame([("a", "i", 1)], SCHEMA)
     assert assign_split(df, cfg, seed=1).first().split == "train"
+
+
+def test_a_given_split_is_kept_and_a_bad_one_quarantined(spark, tmp_path):
+    """prepare.split.kind=given reads the log's own split column (any case); a value that names no
+    split is a quarantine row, and every row is accounted for."""
+    from sparkrec.config import load_config
+    from sparkrec.data.prepare import run_prepare
+
+    rows = [("u1", "a", 1, "train"), ("u1", "b", 2, "TRAIN"), ("u1", "c", 3, "Validation"), ("u1", "d", 4, "test"),
+            ("u2", "a", 1, "train"), ("u2", "c", 2, "test"), ("u2", "e", 3, "holdout")]
+    raw = tmp_path / "raw"
+    spark.createDataFrame(rows, "user_id string, item_id string, timestamp long, part string").write.parquet(str(raw))
+    cfg = load_config(None, [f"lake={tmp_path}/lake", f"input.path={raw}", "input.columns.rating=null",
+                             "input.columns.split=part", "prepare.split.kind=given", "prepare.num_files=1"])
+    manifest = run_prepare(spark, cfg)
+    assert manifest["counts"]["quarantined_by_reason"]["bad_split"] == 1
+    assert {name: s["rows"] for name, s in manifest["splits"].items()} == {"train": 3, "validation": 1, "test": 2}
+    with pytest.raises(Exception, match="prepare.split.kind=given and input.columns.split"):
+        run_prepare(spark, load_config(None, [f"lake={tmp_path}/lake", f"input.path={raw}",
+                                              "input.columns.rating=null", "prepare.split.kind=given"]))

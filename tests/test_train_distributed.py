@@ -105,3 +105,21 @@ def test_a_killed_worker_fails_the_run_clearly_or_restarts_from_the_checkpoint(s
     assert summary["resumed_from"] >= 1
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
     assert summary["weights_by_rank"][0] == summary["weights_by_rank"][1]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend", ["horovod", "torch"])
+def test_the_history_model_trains_on_two_workers(spark, implicit_lake, backend):
+    """Windows of user histories, sharded over two workers: identical weights on both ranks, every
+    window read once per epoch, and a validation metric that learns."""
+    summary = run_training(spark, two_workers(implicit_lake, f"seq-{backend}", backend, "train.epochs=2",
+                                              "train.model=sequence", "sequence.max_len=16", "train.factors=16",
+                                              "train.batch_size=32", "train.lr=0.005", "train.loss=sampled_softmax",
+                                              "train.num_negatives=64"))
+    digests = summary["weights_by_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    version = load_model(implicit_lake, f"seq-{backend}")[1]["inputs"]  # the training inputs it read
+    inputs = lakes.resolve(version.rsplit("/", 1)[0])
+    for epoch in summary["history"]:
+        assert sum(epoch["rows_by_rank"]) == inputs["windows"]["rows"]
+    assert summary["history"][-1]["val_ndcg@10"] > 0.05

@@ -91,7 +91,7 @@ def test_artifact_is_complete_and_loads_without_unpickling(implicit_lake):
     assert [h["epoch"] for h in meta["history"]] == [h["epoch"] for h in summary["history"]]
     assert {"train_loss", "val_hr@10", "val_ndcg@10", "rows_by_rank", "samples_per_s"} <= set(meta["history"][0])
     assert meta["history"][0]["rows_by_rank"] == [manifest["splits"]["train"]["rows"]]
-    best = max(meta["history"], key=lambda h: h["val_hr@10"])["epoch"]
+    best = max(meta["history"], key=lambda h: h["val_ndcg@10"])["epoch"]  # the default implicit metric
     assert meta["best_epoch"] == best
     weights = torch.load(io.BytesIO(lakes.read_bytes(lakes.join(meta["version"], "model.pt"))), weights_only=True)
     assert set(weights) == set(model.state_dict())
@@ -183,3 +183,18 @@ def test_job_reports_bad_settings_in_one_line(implicit_lake, capsys):
     code = train_main([f"lake={implicit_lake}", "name=bad", "train.backend=local", "train.num_workers=2"])
     assert code == 1 and "use train.backend=horovod or torch" in capsys.readouterr().err
     assert not lakes.exists(lakes.join(model_root(implicit_lake, "bad"), "manifest.json"))
+
+
+def test_the_history_model_resumes_exactly_and_refuses_a_foreign_checkpoint(implicit_lake):
+    """Epoch checkpoints of the history model: a run resumed after epoch 1 ends with the weights of
+    an uninterrupted run, bit for bit."""
+    common = ["train.model=sequence", "sequence.max_len=12", "train.factors=16", "train.batch_size=32",
+              "train.dropout=0.2", "train.lr=0.005"]
+    straight = run_training(None, config(implicit_lake, "seq-straight", *common, "train.epochs=2"))
+    run_training(None, config(implicit_lake, "seq-resumed", *common, "train.epochs=1"))
+    resumed = run_training(None, config(implicit_lake, "seq-resumed", *common, "train.epochs=2", "train.resume=true"))
+    assert resumed["resumed_from"] == 1
+    assert straight["weights_by_rank"] == resumed["weights_by_rank"]
+    with pytest.raises(SparkrecError, match="belongs to another training run"):
+        run_training(None, config(implicit_lake, "seq-resumed", *common, "train.epochs=3", "train.resume=true",
+                                  "sequence.max_len=10"))

@@ -6,7 +6,7 @@ from sparkrec.models.ncf import NCF, NCFConfig, warm_started
 
 def cfg(users, items, **kw):
     base = dict(kind="neumf", num_users=users, num_items=items, factors=4, mlp_layers=(8, 4), dropout=0.0,
-                implicit=False, rating_min=1.0, rating_max=5.0, use_bias=True)
+                implicit=False, rating_min=1.0, rating_max=5.0, use_bias=True, dense_items=False)
     return NCFConfig(**{**base, **kw})
 
 

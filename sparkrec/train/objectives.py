@@ -105,7 +105,9 @@ class _LossSettings:
         t = cfg.train
         self.kind = resolve_loss(t.loss, model, implicit)
         self.num_negatives, self.sampler, self.in_batch = t.num_negatives, t.negative_sampler, t.in_batch_negatives
-        self.chunk_mib, self.weight_decay = t.softmax_chunk_mib, t.weight_decay
+        # adamw decays every dense parameter itself (item tables with dense gradients included);
+        # the other optimizers regularise embeddings by an L2 penalty on the rows of each batch.
+        self.chunk_mib, self.weight_decay = t.softmax_chunk_mib, 0.0 if t.optimizer == "adamw" else t.weight_decay
         self.dtype = torch.bfloat16 if t.amp == "bf16" else torch.float32
         self.negatives: Negatives | None = None
 

@@ -27,14 +27,17 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 def make_optimizers(model: nn.Module, t: TrainConfig, lr: float) -> list[torch.optim.Optimizer]:
     """[embedding optimizer, dense optimizer] (either is omitted when it has nothing to update).
 
-    Embedding tables with dense gradients (an item table under the full-softmax loss) go to the
-    dense optimizer without its weight decay: embeddings are regularised by the L2 penalty on the
-    rows of each batch (``train.weight_decay``), whatever their gradients' layout.
+    Embedding tables with dense gradients (item tables under the full-softmax loss, the explicit
+    history model's tables) go to the dense optimizer. With ``adamw`` its decoupled weight decay
+    shrinks them like every dense parameter (and no L2 penalty is added to the loss); with
+    ``adam``/``sgd`` they are left out of the optimizer's decay, regularised instead by the L2
+    penalty on the rows of each batch (``train.weight_decay``), as sparse tables are.
     """
     sparse, dense = split_parameters(model)
     tables = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for p in m.parameters()}
+    table_decay = t.weight_decay if t.optimizer == "adamw" else 0.0
     groups = [{"params": [p for p in dense if id(p) not in tables]},
-              {"params": [p for p in dense if id(p) in tables], "weight_decay": 0.0}]
+              {"params": [p for p in dense if id(p) in tables], "weight_decay": table_decay}]
     groups = [g for g in groups if g["params"]]
     opts = []
     if t.optimizer == "sgd":
