@@ -152,7 +152,7 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
     """
     t = cfg.train
     # -- distributed setup ------------------------------------------------------------------
-    dist.init(t.backend)
+    dist.init(t.backend, t.device, t.collective_timeout_s)
     rank, world = dist.rank(), dist.world_size()
     device = dist.device()
     torch.set_num_threads(t.threads_per_worker or max(1, (os.cpu_count() or 1) // dist.local_size()))
@@ -172,7 +172,8 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
     model.to(device)
     lr = t.lr * (world if t.scale_lr else 1)
     optimizers = make_optimizers(model, t, lr)
-    scaler = torch.amp.GradScaler(device.type) if t.amp == "fp16" else None
+    amp = dist.resolve_amp(t.amp, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     ckpt_dir = checkpoint_dir(cfg.lake, cfg.name)
     resume_key = {"model": model_cfg.to_dict(), "data_hash": manifest["data_hash"], "optimizer": t.optimizer}
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_metric": None, "bad_epochs": 0}
@@ -192,8 +193,8 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
         if scaler and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
     dist.broadcast_initial_state(model, optimizers)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if t.amp == "bf16" else torch.float16)
-                if t.amp != "off" else nullcontext())
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+                if amp != "off" else nullcontext())
     resumed_from = state["epoch"]
     log.start(epochs=t.epochs, steps_per_epoch=train_plan.steps, first_epoch=resumed_from)
 
