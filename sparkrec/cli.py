@@ -9,15 +9,27 @@ Exit codes (what a scheduler can act on):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from typing import Callable, Sequence
 
 from sparkrec.config import Config, ConfigError, load_config
 from sparkrec.errors import SparkrecError
+from sparkrec.preflight import check_lake_location
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+
+
+def spark_master(cfg: Config) -> str:
+    """The master this job's session will have: spark-submit's (read from the JVM it started,
+    before any session exists) or ``spark.master`` for runs without spark-submit."""
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # as sparkrec.session (which imports pyspark) tells it
+        from pyspark import SparkConf
+
+        return SparkConf().get("spark.master", cfg.spark.master)
+    return cfg.spark.master
 
 
 def _one_line(exc: BaseException) -> str:
@@ -48,6 +60,7 @@ def run_job(job: Callable[[Config], object], argv: Sequence[str] | None, prog: s
         print(f"{prog}: {_one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG
     try:
+        check_lake_location(cfg.lake, spark_master(cfg), cfg.lake_shared)  # before any work
         job(cfg)
     except SparkrecError as e:
         print(f"{prog}: failed: {_one_line(e)}", file=sys.stderr)

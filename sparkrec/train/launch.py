@@ -19,6 +19,7 @@ checkpoint (older runs' checkpoints were cleared before the first attempt unless
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections import deque
@@ -30,6 +31,7 @@ from sparkrec.config import Config, dump_config
 from sparkrec.data.prepare import files_per_split, load_manifest
 from sparkrec.data.sparse_vectors import current_vectors, publish_vectors
 from sparkrec.errors import SparkrecError
+from sparkrec.preflight import check_training_cluster
 from sparkrec.session import get_spark
 from sparkrec.train.checkpoint import checkpoint_dir, clear_checkpoints
 from sparkrec.train.loop import is_implicit, train
@@ -80,12 +82,7 @@ def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> N
     if t.backend == "local" and t.num_workers != 1:
         raise SparkrecError(f"train.backend=local runs one process, but train.num_workers={t.num_workers}; "
                             f"use train.backend=horovod or torch for more workers")
-    if t.backend != "local" and spark is not None:
-        slots = spark.sparkContext.defaultParallelism
-        if t.num_workers > slots:
-            raise SparkrecError(f"train.num_workers={t.num_workers} needs as many Spark task slots, the session has "
-                                f"{slots} (spark.master={spark.sparkContext.master}); lower train.num_workers "
-                                f"or give Spark more cores")
+    check_training_cluster(spark, t)  # GPUs, dynamic allocation, task slots (sparkrec.preflight)
 
 
 def run_training(spark: SparkSession | None, cfg: Config) -> dict:
@@ -149,7 +146,8 @@ def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, vectors: di
 
         try:
             results = horovod.spark.run(worker_main, args=args, num_proc=t.num_workers, use_gloo=True,
-                                        start_timeout=HOROVOD_START_TIMEOUT_S, verbose=0, stderr=output)
+                                        start_timeout=HOROVOD_START_TIMEOUT_S, verbose=0, stderr=output,
+                                        executable=executor_python())
         except Exception as e:
             raise SparkrecError(f"horovod training failed: {worker_error(output.text(), e)}") from e
         return results[0]
@@ -162,6 +160,13 @@ def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, vectors: di
                                     use_gpu=use_gpu).run(worker_main, *args)
     except Exception as e:
         raise SparkrecError(f"torch (DDP) training failed: {worker_error(output.text(), e)}") from e
+
+
+def executor_python() -> str:
+    """The Python that executors run: ``spark.pyspark.python`` (PySpark hands it to the driver as
+    ``PYSPARK_PYTHON``; ``./env/bin/python`` of the shipped archive on a cluster). Horovod starts
+    its workers with it, not with the driver's own ``sys.executable``, a path only this host has."""
+    return os.environ.get("PYSPARK_PYTHON") or sys.executable
 
 
 class OutputTail:
