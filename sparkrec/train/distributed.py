@@ -198,6 +198,55 @@ def barrier() -> None:
         dist.barrier()
 
 
+class MainRankWork:
+    """Work rank 0 does alone in a background thread (writing a checkpoint), which every rank
+    waits for with :meth:`wait`.
+
+    The others never sit in one collective for the whole write (a slow store would trip
+    ``train.collective_timeout_s``): they poll with a small all-reduce every ``poll_s`` seconds
+    until rank 0 reports done, then all ranks get the result, or all raise rank 0's error.
+    """
+
+    def __init__(self, fn=None, poll_s: float = 0.5):
+        import threading
+
+        self.poll_s, self.result, self.error = poll_s, None, None
+        self._thread = None
+        if fn is not None and is_main():
+            def run():
+                try:
+                    self.result = fn()
+                except Exception as e:  # reported to every rank by wait()
+                    self.error = f"{e.__class__.__name__}: {' '.join(str(e).split())[:300]}"
+
+            self._thread = threading.Thread(target=run, name="sparkrec-main-rank-work", daemon=True)
+            self._thread.start()
+
+    def _running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self):
+        """Block until rank 0's work is done (call on every rank); returns its result.
+
+        Raises
+        ------
+        SparkrecError
+            On every rank, when rank 0's work failed.
+        """
+        import time
+
+        if world_size() == 1:
+            if self._thread is not None:
+                self._thread.join()
+        else:
+            while all_reduce_sum(torch.tensor([float(self._running())], device=device())).item() > 0:
+                time.sleep(self.poll_s)  # every rank polls alike, so the collectives match
+            self.result, self.error = all_gather_object((self.result, self.error))[0]
+        if self.error:
+            raise SparkrecError(f"rank 0 failed writing: {self.error}")
+        return self.result
+
+
 def wrap_model(model: nn.Module) -> nn.Module:
     """The module the loop calls forward on. Keep the unwrapped ``model`` for saving.
 

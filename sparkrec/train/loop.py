@@ -17,6 +17,7 @@ import hashlib
 import os
 import time
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 
@@ -29,9 +30,9 @@ from sparkrec.models.registry import FAMILIES
 from sparkrec.train import distributed as dist
 from sparkrec.train.artifact import load_model, load_model_version, save_model
 from sparkrec.train.checkpoint import (
-    checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, save_checkpoint,
+    checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, serialize_checkpoint, write_checkpoint,
 )
-from sparkrec.train.feed import check_rows_read, epoch_seed, plan_shards
+from sparkrec.train.feed import check_rows_read, epoch_seed, on_device, plan_shards
 from sparkrec.train.hybrid_content import hybrid_config, hybrid_model
 from sparkrec.train.objectives import AUTOENCODERS, make_objective
 from sparkrec.train.optim import lr_factor, make_optimizers, set_lr
@@ -196,6 +197,7 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
                 if amp != "off" else nullcontext())
     resumed_from = state["epoch"]
+    checkpoint_write = dist.MainRankWork()  # none pending yet
     log.start(epochs=t.epochs, steps_per_epoch=train_plan.steps, first_epoch=resumed_from)
 
     # -- epochs ----------------------------------------------------------------------------
@@ -205,7 +207,7 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
         set_lr(optimizers, epoch_lr)
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank, SEED_TORCH))  # dropout, shuffle buffer
         generator = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch, rank, SEED_NEGATIVES))
-        reader = objective.reader(rank, seed=epoch_seed(cfg.seed, epoch, rank, SEED_READER))
+        reader = on_device(objective.reader(rank, seed=epoch_seed(cfg.seed, epoch, rank, SEED_READER)), device)
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for step, batch in enumerate(reader):
@@ -238,17 +240,21 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
         else:
             state["bad_epochs"] += 1
         log.epoch(record, metric, state["best_epoch"])
-        if dist.is_main():
-            save_checkpoint(ckpt_dir, {**state, "model": model.state_dict(),
-                                       "optimizers": [opt.state_dict() for opt in optimizers],
-                                       "scaler": scaler.state_dict() if scaler else None,
-                                       "resume_key": resume_key}, keep=t.keep_checkpoints,
-                            also_keep=state["best_epoch"])
+        # Rank 0 snapshots the state now and writes it while all ranks train on; the previous
+        # write is waited for by polling (MainRankWork), never in one long collective.
+        checkpoint_write.wait()
+        blob = serialize_checkpoint({**state, "model": model.state_dict(),
+                                     "optimizers": [opt.state_dict() for opt in optimizers],
+                                     "scaler": scaler.state_dict() if scaler else None,
+                                     "resume_key": resume_key}) if dist.is_main() else None
+        checkpoint_write = dist.MainRankWork(partial(write_checkpoint, ckpt_dir, state["epoch"], blob,
+                                                     keep=t.keep_checkpoints, also_keep=state["best_epoch"]))
         if t.early_stopping_patience and state["bad_epochs"] >= t.early_stopping_patience:
             log.info(f"early stop: {metric} did not improve for {state['bad_epochs']} epochs")
             break
 
     # -- publish the best epoch's weights ----------------------------------------------------
+    checkpoint_write.wait()  # the best epoch's checkpoint may be read back below
     if not val_plan:  # the best epoch is the last one; its codes were not folded in yet
         objective.fold_in(model, device)
     digests = dist.all_gather_object(weights_digest(model))
