@@ -57,7 +57,7 @@ report() {  # backend processes summary-json
 import json, sys
 backend, processes, reference = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 text = sys.stdin.read()
-summary = json.loads(text[text.index("{"):text.rindex("}") + 1])
+summary = json.loads(text)
 # samples = positives + sampled negatives (5 per positive), as NVIDIA counts them
 rate = summary["best_samples_per_s"] * 5
 print(f"gpu_check: backend={backend} processes={processes} samples/s={rate:,.0f} "
@@ -69,7 +69,8 @@ summary() {  # the train job's JSON, with the best epoch's throughput added
   "$PY" -c '
 import json, sys
 text = sys.stdin.read()
-summary = json.loads(text[text.index("{"):text.rindex("}") + 1])
+start = text.rfind("\n{\n") + 1  # the job prints its summary last, as indented JSON
+summary = json.loads(text[start:text.rindex("}") + 1])
 import sparkrec.train.artifact as artifact
 _, meta = artifact.load_model(sys.argv[1], "gpu-check")
 summary["best_samples_per_s"] = max(h["samples_per_s"] for h in meta["history"])

@@ -100,7 +100,8 @@ def test_pipeline_on_a_standalone_cluster_whose_workers_lack_the_checkout(cluste
     for backend in ("horovod", "torch"):
         done = ok(submit(cluster, tmp_path, "jobs/train_ncf.py", *common, *train, f"name={backend}",
                          f"train.backend={backend}"))
-        summary = json.loads(done.stdout[done.stdout.index("{"):done.stdout.rindex("}") + 1])
+        start = done.stdout.rfind("\n{\n") + 1  # the job's summary comes last, as indented JSON
+        summary = json.loads(done.stdout[start:done.stdout.rindex("}") + 1])
         assert summary["last_epoch"]["epoch"] == 2
         _, meta = load_model(lake, backend)
         manifest = lakes.resolve(lakes.join(lakes.normalize_uri(lake), "prepared"))

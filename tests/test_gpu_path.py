@@ -106,3 +106,23 @@ def test_a_write_longer_than_the_collective_timeout_does_not_fail_the_other_rank
     while not context.join(60):
         pass
     assert (tmp_path / "False-1").read_text().split()[0] != "ok"
+
+
+@pytest.mark.spark
+@pytest.mark.timeout(600)
+def test_gpu_check_script_runs_its_pipeline_on_cpu(tmp_path):
+    """scripts/gpu_check.sh's dry run: generated data, prepare, the local backend's training and
+    the samples/s line (the GPU runs themselves need a CUDA machine)."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    env = {**os.environ, "GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_ROWS": "3000", "GPU_CHECK_BATCH": "2560",
+           "GPU_CHECK_EPOCHS": "1", "GPU_CHECK_DIR": str(tmp_path), "SPARKREC_DRIVER_MEMORY": "1g"}
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=580)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = done.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"gpu_check: backend=local processes=1 samples/s=([\d,]+) \((\d+\.\d\d)x NVIDIA's 22\.6M "
+                         r"samples/s on one A100\)", line)
+    assert match and int(match.group(1).replace(",", "")) > 0, line

@@ -66,14 +66,21 @@ def petastorm_filesystem(uri: str):
     (local disk, HDFS); for object stores (s3://, s3a://, gs://) the fsspec file system
     (``sparkrec[s3]``, ``sparkrec[gcs]``) in pyarrow's legacy wrapper. petastorm 0.13.1 asks for
     pyarrow's legacy ParquetDataset, which pyarrow 14 grants only to legacy file systems; a bare
-    s3fs fails with "Keyword 'validate_schema' is not yet supported with the new Dataset API"."""
+    s3fs fails with "Keyword 'validate_schema' is not yet supported with the new Dataset API".
+    (pyarrow's own ``S3FSWrapper`` calls an s3fs method that is a coroutine nowadays.)"""
     scheme = uri.split("://", 1)[0] if "://" in uri else "file"
     if scheme not in lake.OBJECT_STORES:
         return None
-    from pyarrow.filesystem import DaskFileSystem, S3FSWrapper
+    from pyarrow.filesystem import DaskFileSystem
 
-    fs, _ = lake.filesystem(uri)
-    return S3FSWrapper(fs) if scheme.startswith("s3") else DaskFileSystem(fs)
+    class FsspecLegacy(DaskFileSystem):
+        def isdir(self, path):
+            return self.fs.isdir(path)
+
+        def isfile(self, path):
+            return self.fs.isfile(path)
+
+    return FsspecLegacy(lake.filesystem(uri)[0])
 
 
 @dataclass(frozen=True)
