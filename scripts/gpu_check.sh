@@ -52,34 +52,25 @@ positives() { echo $(( BATCH / 5 / $1 > 1 ? BATCH / 5 / $1 : 1 )); }
 train=("${common[@]}" train.model=neumf "train.device=$DEVICE" train.amp=auto "train.epochs=$EPOCHS"
        train.num_negatives=4 train.lr=0.0045 train.shuffle_buffer=0 train.log_every_steps=1000000)
 
-report() {  # backend processes summary-json
-  "$PY" - "$1" "$2" "$REFERENCE" <<'EOF'
+# Reads the train job's output on stdin; prints the samples/s line of its best epoch.
+read -r -d '' REPORT <<'EOF' || true
 import json, sys
-backend, processes, reference = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+backend, processes, lake, reference = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 text = sys.stdin.read()
-summary = json.loads(text)
-# samples = positives + sampled negatives (5 per positive), as NVIDIA counts them
-rate = summary["best_samples_per_s"] * 5
+start = text.rfind("\n{\n") + 1  # the job prints its summary last, as indented JSON
+json.loads(text[start:text.rindex("}") + 1])  # it finished and published
+from sparkrec.train.artifact import load_model
+_, meta = load_model(lake, "gpu-check")
+# samples/s of all ranks together, positives plus their 4 sampled negatives, as NVIDIA counts them
+rate = max(h["samples_per_s"] for h in meta["history"]) * 5
 print(f"gpu_check: backend={backend} processes={processes} samples/s={rate:,.0f} "
       f"({rate / reference:.2f}x NVIDIA's 22.6M samples/s on one A100)")
 EOF
-}
-
-summary() {  # the train job's JSON, with the best epoch's throughput added
-  "$PY" -c '
-import json, sys
-text = sys.stdin.read()
-start = text.rfind("\n{\n") + 1  # the job prints its summary last, as indented JSON
-summary = json.loads(text[start:text.rindex("}") + 1])
-import sparkrec.train.artifact as artifact
-_, meta = artifact.load_model(sys.argv[1], "gpu-check")
-summary["best_samples_per_s"] = max(h["samples_per_s"] for h in meta["history"])
-print(json.dumps(summary))' "$lake"
-}
+report() { "$PY" -c "$REPORT" "$1" "$2" "$lake" "$REFERENCE"; }
 
 out=$("$ROOT/spark-submit.sh" jobs/train_ncf.py "${train[@]}" train.backend=local train.num_workers=1 \
       "train.batch_size=$(positives 1)")
-echo "$out" | summary | report local 1
+echo "$out" | report local 1
 
 if [ "$DEVICE" = cuda ]; then
   export SPARKREC_CLUSTER_DIR="$WORK/cluster" SPARKREC_CLUSTER_WORKERS=1 SPARKREC_CLUSTER_GPUS=$GPUS
@@ -91,5 +82,5 @@ if [ "$DEVICE" = cuda ]; then
         --conf spark.executor.resource.gpu.amount="$GPUS" --conf spark.task.resource.gpu.amount=1 \
         jobs/train_ncf.py "${train[@]}" train.backend=torch "train.num_workers=$GPUS" \
         "train.batch_size=$(positives "$GPUS")")
-  echo "$out" | summary | report torch "$GPUS"
+  echo "$out" | report torch "$GPUS"
 fi
