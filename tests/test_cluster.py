@@ -70,7 +70,9 @@ def reason(done, prog):
 
 
 def ok(done):
-    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
+    if done.returncode:  # shown with the failure (pytest would cut a long assertion message)
+        print(f"--- stdout\n{done.stdout[-6000:]}\n--- stderr\n{done.stderr[-8000:]}")
+    assert done.returncode == 0
     return done
 
 

@@ -18,6 +18,12 @@ def only_line(capsys) -> str:
     return lines[0]
 
 
+def refused_training(capsys, lake, *overrides) -> str:
+    """The one stderr line of a train job refused with exit code 2."""
+    assert train_main([f"lake={lake}", "name=refused", *overrides]) == 2
+    return only_line(capsys)
+
+
 def test_a_relative_or_local_lake_with_a_cluster_master(capsys, tmp_path):
     assert prepare_main(["lake=lake", f"spark.master={CLUSTER}"]) == 2
     assert only_line(capsys) == (
@@ -49,15 +55,13 @@ def test_barrier_training_under_dynamic_allocation():
 
 
 def test_gpu_settings_without_gpu_resources(spark, explicit_lake, capsys):
-    assert train_main([f"lake={explicit_lake}", "name=gpu", "train.backend=torch", "train.num_workers=2",
-                       "train.device=cuda"]) == 2
-    assert only_line(capsys) == (
+    assert refused_training(capsys, explicit_lake, "train.backend=torch", "train.num_workers=2",
+                            "train.device=cuda") == (
         "train_ncf: failed: train.device=cuda, but spark.task.resource.gpu.amount is not set, so Spark assigns no "
         "GPU to the training tasks; submit with --conf spark.task.resource.gpu.amount=1 --conf "
         "spark.executor.resource.gpu.amount=<GPUs per executor> (plus the cluster's GPU discovery script), or set "
         "train.device=cpu")
-    assert train_main([f"lake={explicit_lake}", "name=gpu", "train.device=cuda"]) == 2  # local backend
-    assert only_line(capsys) == (
+    assert refused_training(capsys, explicit_lake, "train.device=cuda") == (  # the local backend
         "train_ncf: failed: train.device=cuda with train.backend=local trains in the driver, which sees no CUDA "
         "device; run the driver on a GPU host or set train.device=cpu")
     gpu_executors = {"spark.executor.resource.gpu.amount": "4"}
@@ -69,9 +73,8 @@ def test_gpu_settings_without_gpu_resources(spark, explicit_lake, capsys):
 
 
 def test_fewer_task_slots_than_workers_after_waiting(spark, explicit_lake, capsys):
-    assert train_main([f"lake={explicit_lake}", "name=slots", "train.backend=torch", "train.num_workers=3",
-                       "train.executor_wait_s=1"]) == 2
-    assert only_line(capsys) == (
+    assert refused_training(capsys, explicit_lake, "train.backend=torch", "train.num_workers=3",
+                            "train.executor_wait_s=1") == (
         "train_ncf: failed: train.num_workers=3 needs as many concurrent task slots, the cluster has 2 after waiting "
         "train.executor_wait_s=1 s for executors to register (spark.master=local[2]); lower train.num_workers, give "
         "Spark more executors or cores, or raise train.executor_wait_s")

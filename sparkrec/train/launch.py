@@ -141,11 +141,12 @@ def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, vectors: di
     # Keep the tail of the workers' output to name a failure: Horovod reports only exit codes and
     # TorchDistributor only "View stdout logs"; both stream the workers' stderr to ours.
     output = OutputTail(sys.stderr)
+    entry = with_package_paths(spark.conf.get("spark.submit.pyFiles", "").split(","))
     if t.backend == "horovod":
         import horovod.spark
 
         try:
-            results = horovod.spark.run(worker_main, args=args, num_proc=t.num_workers, use_gloo=True,
+            results = horovod.spark.run(entry, args=args, num_proc=t.num_workers, use_gloo=True,
                                         start_timeout=HOROVOD_START_TIMEOUT_S, verbose=0, stderr=output,
                                         executable=executor_python())
         except Exception as e:
@@ -157,9 +158,36 @@ def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, vectors: di
     try:
         with redirect_stderr(output):
             return TorchDistributor(num_processes=t.num_workers, local_mode=False,
-                                    use_gpu=use_gpu).run(worker_main, *args)
+                                    use_gpu=use_gpu).run(entry, *args)
     except Exception as e:
         raise SparkrecError(f"torch (DDP) training failed: {worker_error(output.text(), e)}") from e
+
+
+def with_package_paths(py_files: list[str]):
+    """``worker_main`` for the processes the launchers start, which do not see ``--py-files``.
+
+    Spark puts the ``--py-files`` zips on ``sys.path`` of its own Python workers only; Horovod's
+    and torchrun's child processes on a cluster get the worker's environment, without them, and
+    fail to unpickle ``worker_main`` ("No module named 'sparkrec'"). This returns a closure, which
+    cloudpickle ships by value: it puts each zip (fetched into the executor's working directory;
+    on the driver's host, its own path) on ``sys.path`` before importing sparkrec.
+    """
+    names = [p.split("://", 1)[-1] for p in py_files if p]
+
+    def run(*args):
+        import os
+        import sys
+
+        base = os.environ.get("HOROVOD_SPARK_WORK_DIR") or os.getcwd()
+        for name in names:
+            path = name if os.path.exists(name) else os.path.join(base, os.path.basename(name))
+            if os.path.exists(path) and path not in sys.path:
+                sys.path.insert(0, path)
+        from sparkrec.train.launch import worker_main
+
+        return worker_main(*args)
+
+    return run
 
 
 def executor_python() -> str:
