@@ -55,6 +55,16 @@ spark_home() {
   echo "$home"
 }
 
+close_inherited_fds() {
+  # Run in the subshell that becomes a cluster process: the cluster outlives this script and
+  # must not keep the caller's open files, e.g. the lock file of `flock lockfile pytest`, which
+  # would stay held for as long as the cluster runs.
+  local fd
+  for fd in $(ls "/proc/$BASHPID/fd"); do
+    [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null || true
+  done
+}
+
 start() {
   if [ -f "$STATE/master.pid" ] && kill -0 "$(cat "$STATE/master.pid")" 2>/dev/null; then
     echo "local_cluster: already running at $MASTER (stop it first)" >&2; exit 1
@@ -67,8 +77,8 @@ start() {
   local base_env=(env -i "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "HOME=$HOME"
                   "JAVA_HOME=$java_home" "SPARK_HOME=$home" "SPARK_LOCAL_IP=127.0.0.1" "LANG=C.UTF-8"
                   "SPARK_LOG_DIR=$STATE/logs" "SPARK_NO_DAEMONIZE=1")
-  setsid "${base_env[@]}" "$home/bin/spark-class" org.apache.spark.deploy.master.Master \
-    --host 127.0.0.1 --port "$PORT" --webui-port "$UI" >"$STATE/master.log" 2>&1 < /dev/null &
+  (close_inherited_fds; exec setsid "${base_env[@]}" "$home/bin/spark-class" org.apache.spark.deploy.master.Master \
+    --host 127.0.0.1 --port "$PORT" --webui-port "$UI") >"$STATE/master.log" 2>&1 < /dev/null &
   echo $! > "$STATE/master.pid"
 
   local hide=("$ROOT")
@@ -84,13 +94,13 @@ start() {
     local dir="$STATE/worker-$i"
     rm -rf "$dir" && mkdir -p "$dir/work" "$dir/local"
     # A private mount namespace: the tmpfs mounts below exist for this worker and its executors only.
-    setsid "${base_env[@]}" "SPARK_LOCAL_DIRS=$dir/local" "SPARK_WORKER_OPTS=$gpu_opts" \
+    (close_inherited_fds; exec setsid "${base_env[@]}" "SPARK_LOCAL_DIRS=$dir/local" "SPARK_WORKER_OPTS=$gpu_opts" \
       unshare --mount --propagation private bash -c '
         home=$1 dir=$2 master=$3 cores=$4 memory=$5; shift 5
         for path in "$@"; do mount -t tmpfs -o size=1m,mode=0555 sparkrec-hidden "$path"; done
         exec "$home/bin/spark-class" org.apache.spark.deploy.worker.Worker --host 127.0.0.1 --cores "$cores" \
           --memory "$memory" --work-dir "$dir/work" --webui-port 0 "$master"' \
-      worker "$home" "$dir" "$MASTER" "$cores" "$MEMORY" "${hide[@]}" >"$STATE/worker-$i.log" 2>&1 < /dev/null &
+      worker "$home" "$dir" "$MASTER" "$cores" "$MEMORY" "${hide[@]}") >"$STATE/worker-$i.log" 2>&1 < /dev/null &
     echo $! > "$STATE/worker-$i.pid"
   done
 

@@ -89,6 +89,20 @@ def check_gpu_resources(conf: Mapping[str, str], backend: str, device: str, cuda
                              f"--conf {GPU_TASK}=1, or set train.device=cpu")
 
 
+def check_horovod_gpu(backend: str, device: str, gpu_executors: bool) -> None:
+    """Refuse Horovod on GPUs with a Horovod built without GPU support (the wheel
+    ``scripts/build_horovod.sh`` builds by default is CPU-only; the driver runs the same
+    environment as the executors, so its build is theirs)."""
+    if backend != "horovod" or device == "cpu" or (device == "auto" and not gpu_executors):
+        return
+    import horovod.torch as hvd
+
+    if not (hvd.nccl_built() or hvd.cuda_built()):
+        raise SettingRefused(f"train.backend=horovod with train.device={device} needs Horovod built with GPU "
+                             f"support, and this one is CPU-only; rebuild it with HOROVOD_GPU_OPERATIONS=NCCL bash "
+                             f"scripts/build_horovod.sh on a CUDA machine, or use train.backend=torch")
+
+
 def wait_for_task_slots(slots: Callable[[], int], needed: int, wait_s: float, master: str,
                         poll_s: float = 1.0) -> int:
     """Wait up to ``wait_s`` seconds until ``slots()`` reaches ``needed``; returns the slots seen.
@@ -129,6 +143,7 @@ def check_training_cluster(spark, train) -> None:
     conf = dict(spark.sparkContext.getConf().getAll()) if spark is not None else {}
     master = spark.sparkContext.master if spark is not None else "local"
     check_gpu_resources(conf, train.backend, train.device, torch.cuda.is_available())
+    check_horovod_gpu(train.backend, train.device, bool(conf.get(GPU_EXECUTOR)))
     if train.backend == "local" or spark is None:
         return
     check_dynamic_allocation(conf, train.backend, master)

@@ -6,7 +6,8 @@ import pytest
 from jobs.prepare_data import main as prepare_main
 from jobs.train_ncf import main as train_main
 from sparkrec.preflight import (
-    SettingRefused, check_dynamic_allocation, check_gpu_resources, check_lake_location, wait_for_task_slots,
+    SettingRefused, check_dynamic_allocation, check_gpu_resources, check_horovod_gpu, check_lake_location,
+    wait_for_task_slots,
 )
 
 CLUSTER = "spark://127.0.0.1:7077"  # never contacted: the refusal comes first
@@ -83,3 +84,16 @@ def test_fewer_task_slots_than_workers_after_waiting(spark, explicit_lake, capsy
 def test_the_slot_wait_returns_as_soon_as_executors_register():
     registered = iter([0, 0, 1, 2])
     assert wait_for_task_slots(lambda: next(registered), 2, wait_s=30, master="yarn", poll_s=0.01) == 2
+
+
+def test_horovod_on_gpus_needs_a_gpu_build_of_horovod():
+    with pytest.raises(SettingRefused) as refused:  # the wheel built here is CPU-only
+        check_horovod_gpu("horovod", "cuda", gpu_executors=False)
+    assert str(refused.value) == (
+        "train.backend=horovod with train.device=cuda needs Horovod built with GPU support, and this one is "
+        "CPU-only; rebuild it with HOROVOD_GPU_OPERATIONS=NCCL bash scripts/build_horovod.sh on a CUDA machine, "
+        "or use train.backend=torch")
+    with pytest.raises(SettingRefused, match="train.device=auto needs Horovod built with GPU support"):
+        check_horovod_gpu("horovod", "auto", gpu_executors=True)
+    check_horovod_gpu("horovod", "auto", gpu_executors=False)
+    check_horovod_gpu("torch", "cuda", gpu_executors=True)
