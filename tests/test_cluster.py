@@ -111,10 +111,12 @@ def test_pipeline_on_a_standalone_cluster_whose_workers_lack_the_checkout(cluste
             assert len(epoch["rows_by_rank"]) == 2  # two training processes, on the two workers
             assert sum(epoch["rows_by_rank"]) == manifest["splits"]["train"]["rows"]
 
-    ok(submit(cluster, tmp_path, "jobs/evaluate.py", *common, "name=torch"))
+    # the model against one baseline: the protocols run on the executors all the same, in less time
+    ok(submit(cluster, tmp_path, "jobs/evaluate.py", *common, "name=torch", "evaluate.baselines=[popularity]",
+              "evaluate.k=[10]"))
     metrics = lakes.read_json(lakes.join(lakes.normalize_uri(lake), "reports", "torch", "metrics.json"))
     assert metrics["version"]
-    ok(submit(cluster, tmp_path, "jobs/score.py", *common, "name=torch"))
+    ok(submit(cluster, tmp_path, "jobs/score.py", *common, "name=torch", "score.buckets=2"))
     scores = lakes.resolve(lakes.join(lakes.normalize_uri(lake), "scores", "torch"), pointer="_manifest.json")
     assert scores["version"]
 
