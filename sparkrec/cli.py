@@ -26,7 +26,11 @@ def spark_master(cfg: Config) -> str:
     """The master this job's session will have: spark-submit's (read from the JVM it started,
     before any session exists) or ``spark.master`` for runs without spark-submit."""
     if "PYSPARK_GATEWAY_PORT" in os.environ:  # as sparkrec.session (which imports pyspark) tells it
-        from pyspark import SparkConf
+        from pyspark import SparkConf, SparkContext
+
+        # Attach to spark-submit's JVM without creating a context: SparkConf() then reads its
+        # settings (--master, spark-defaults.conf); before that it is an empty Python dict.
+        SparkContext._ensure_initialized()
 
         return SparkConf().get("spark.master", cfg.spark.master)
     return cfg.spark.master

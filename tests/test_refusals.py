@@ -97,3 +97,24 @@ def test_horovod_on_gpus_needs_a_gpu_build_of_horovod():
         check_horovod_gpu("horovod", "auto", gpu_executors=True)
     check_horovod_gpu("horovod", "auto", gpu_executors=False)
     check_horovod_gpu("torch", "cuda", gpu_executors=True)
+
+
+@pytest.mark.spark
+@pytest.mark.timeout(300)
+def test_spark_submit_reads_the_master_from_the_jvm_and_refuses_before_connecting(tmp_path):
+    """Under spark-submit the master comes from its JVM (no session exists yet): the relative
+    lake is refused without contacting the (here nonexistent) master."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    archive = tmp_path / "env.tar.gz"
+    archive.write_bytes(b"never unpacked: no executor starts")
+    env = {**os.environ, "SPARKREC_ENV_ARCHIVE": str(archive), "SPARKREC_DRIVER_MEMORY": "1g"}
+    script = Path(__file__).resolve().parents[1] / "spark-submit.sh"
+    done = subprocess.run([str(script), "--master", "spark://127.0.0.1:1", "jobs/prepare_data.py", "lake=lake"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 2, done.stderr[-2000:]
+    # client mode: spark-submit passes the Python driver's stderr to its stdout
+    assert ("prepare_data: failed: lake=lake is a path relative to the driver's working directory, but "
+            "spark.master=spark://127.0.0.1:1 runs executors on other hosts") in done.stdout + done.stderr
