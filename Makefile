@@ -5,10 +5,15 @@ PY := .venv/bin/python
 SUBMIT := ./spark-submit.sh
 CONF ?= conf/demo.yaml
 
-.PHONY: setup demo test bench clean
+.PHONY: setup package-env demo test bench clean
 
 setup:
 	bash scripts/setup_env.sh
+
+# The environment as an archive for executors on other hosts (spark-submit.sh ships it to any
+# non-local master); see scripts/package_env.sh.
+package-env: setup
+	bash scripts/package_env.sh
 
 # Generated sample data -> prepare -> train -> evaluate -> score, Spark local mode, lake in ./lake.
 demo: setup

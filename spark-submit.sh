@@ -5,23 +5,21 @@
 #
 # Without --master the job runs in local mode (local[2], or $SPARKREC_MASTER). With the usual
 # spark-submit options (--master yarn|k8s://...|spark://..., --deploy-mode, --archives, --conf) it
-# runs on a cluster. The sparkrec package travels to executors as a zip in --py-files; driver and
-# executors use this project's Python ($PYSPARK_PYTHON, default .venv/bin/python: a Python without
-# pyarrow/torch fails with "No module named 'pyarrow'" in the first barrier stage). On a cluster,
-# ship the environment (see README "Cluster use") and point PYSPARK_PYTHON at it.
+# runs on a cluster. The sparkrec package travels to executors as a zip in --py-files. Locally,
+# driver and executors use this project's .venv; on any other master the environment travels as
+# an archive (make package-env: build/env.tar.gz, or $SPARKREC_ENV_ARCHIVE) that executors -- and
+# in cluster mode the driver -- unpack as ./env and run (sparkrec/submit.py builds those options).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV=${SPARKREC_VENV:-$ROOT/.venv}
 [ -x "$VENV/bin/spark-submit" ] || { echo "spark-submit.sh: no environment at $VENV; run 'make setup' first" >&2; exit 2; }
-
-export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$VENV/bin/python}
-export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}
+PY="$VENV/bin/python"  # this host's tools (zip, config check, options); not what the cluster runs
 export PATH="$VENV/bin:$PATH"
 
 # Package zip for executors (rebuilt each run: cheap, and never stale).
 mkdir -p "$ROOT/build"
 zip_path="$ROOT/build/sparkrec.zip"
-(cd "$ROOT" && rm -f "$zip_path" && "$PYSPARK_DRIVER_PYTHON" -c 'import shutil; shutil.make_archive("build/sparkrec", "zip", ".", "sparkrec")')
+(cd "$ROOT" && rm -f "$zip_path" && "$PY" -c 'import shutil; shutil.make_archive("build/sparkrec", "zip", ".", "sparkrec")')
 
 submit_opts=()
 has_master=0 has_memory=0 has_java_opts=0
@@ -47,8 +45,13 @@ fi
 # Quiet JVM logs (WARN): the job's one-line failure reason must stay the last stderr line.
 [ $has_java_opts = 1 ] || submit_opts+=(--driver-java-options "-Dlog4j2.configurationFile=file:$ROOT/conf/log4j2.properties")
 
+# Which Python driver and executors run, and the environment archive for non-local masters;
+# refusals (no archive, unsupported deploy mode) exit 2 with a one-line reason.
+plan=$("$PY" -m sparkrec.submit "${submit_opts[@]}") || exit $?
+eval "$plan"
+
 # Validate the config before any JVM starts: a bad key or type exits 2 with a one-line reason.
-"$PYSPARK_DRIVER_PYTHON" -m sparkrec.cli "$(basename "$job" .py)" "$@"
+"$PY" -m sparkrec.cli "$(basename "$job" .py)" "$@"
 
 # spark-submit (client mode) runs the Python driver with its stderr merged into stdout, so the
 # job's one-line failure reason would not be the last stderr line the README promises. The job

@@ -15,7 +15,7 @@ fi
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip wheel "setuptools>=77"
 # torch==2.13.0 is pinned in setup.cfg: a loose requirement pulls a multi-GB CUDA build.
-"$PY" -m pip install -q -e ".[test]"
+"$PY" -m pip install -q -e ".[test,s3,gcs]"
 # --no-deps: petastorm declares setuptools<70, which conflicts with torch; see setup.cfg.
 "$PY" -m pip install -q --no-deps petastorm==0.13.1
 PYTHON="$PY" PATH="$PWD/$VENV/bin:$PATH" bash scripts/build_horovod.sh

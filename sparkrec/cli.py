@@ -21,10 +21,25 @@ from typing import Callable, Sequence
 
 from sparkrec.config import Config, ConfigError, load_config
 from sparkrec.errors import SparkrecError
+from sparkrec.preflight import check_lake_location
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 REASON_FILE = "SPARKREC_REASON_FILE"
+
+
+def spark_master(cfg: Config) -> str:
+    """The master this job's session will have: spark-submit's (read from the JVM it started,
+    before any session exists) or ``spark.master`` for runs without spark-submit."""
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # as sparkrec.session (which imports pyspark) tells it
+        from pyspark import SparkConf, SparkContext
+
+        # Attach to spark-submit's JVM without creating a context: SparkConf() then reads its
+        # settings (--master, spark-defaults.conf); before that it is an empty Python dict.
+        SparkContext._ensure_initialized()
+
+        return SparkConf().get("spark.master", cfg.spark.master)
+    return cfg.spark.master
 
 
 def _one_line(exc: BaseException) -> str:
@@ -67,6 +82,7 @@ def run_job(job: Callable[[Config], object], argv: Sequence[str] | None, prog: s
     except ConfigError as e:
         return _fail(f"{prog}: {_one_line(e)}", EXIT_CONFIG)
     try:
+        check_lake_location(cfg.lake, spark_master(cfg), cfg.lake_shared)  # before any work
         job(cfg)
     except SparkrecError as e:
         return _fail(f"{prog}: failed: {_one_line(e)}", e.exit_code)

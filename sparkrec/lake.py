@@ -39,13 +39,24 @@ def join(*parts: str) -> str:
     return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
 
 
-def _fs(uri: str):
+OBJECT_STORES = ("s3", "s3a", "gs", "gcs")
+
+
+def filesystem(uri: str):
+    """(fsspec file system, path) of ``uri``, as every sparkrec module should open the lake.
+
+    Object stores get no listings cache: s3fs and gcsfs would otherwise answer ``exists``, ``ls``
+    and sizes from a listing taken earlier (by another instance, or before Spark wrote), so a
+    pointer another process replaced, or files Spark just wrote, could be missed.
+    """
+    if uri.split("://", 1)[0] in OBJECT_STORES:
+        return fsspec.core.url_to_fs(uri, use_listings_cache=False)
     return fsspec.core.url_to_fs(uri)
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Make ``uri`` hold ``data`` whole or not at all (readers never see a partial file)."""
-    fs, path = _fs(uri)
+    fs, path = filesystem(uri)
     if isinstance(fs, LocalFileSystem):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
@@ -63,9 +74,9 @@ def write_json_atomic(uri: str, obj: Any) -> None:
 
 
 def read_bytes(uri: str) -> bytes:
-    fs, path = _fs(uri)
-    with fs.open(path, "rb") as f:
-        return f.read()
+    fs, path = filesystem(uri)
+    # One GET: s3fs's open() reads by ETag, which fails if the pointer is replaced in between.
+    return fs.cat_file(path)
 
 
 def read_json(uri: str) -> Any:
@@ -73,12 +84,12 @@ def read_json(uri: str) -> Any:
 
 
 def exists(uri: str) -> bool:
-    fs, path = _fs(uri)
+    fs, path = filesystem(uri)
     return fs.exists(path)
 
 
 def remove(uri: str) -> None:
-    fs, path = _fs(uri)
+    fs, path = filesystem(uri)
     if fs.exists(path):
         fs.rm(path, recursive=True)
 
@@ -109,8 +120,8 @@ def publish(root: str, version: str, manifest: dict, pointer: str = "manifest.js
     published = [version] + [v for v in before if v != version][: keep - 1]
     written = {**manifest, "version": version, "published": published}
     write_json_atomic(pointer_uri, written)
-    fs, path = _fs(root)
-    kept = {_fs(v)[1].rstrip("/") for v in published}
+    fs, path = filesystem(root)
+    kept = {filesystem(v)[1].rstrip("/") for v in published}
     for p in fs.ls(path, detail=False):
         p = p.rstrip("/")
         if os.path.basename(p).startswith("v-") and p not in kept:

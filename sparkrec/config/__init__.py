@@ -37,6 +37,11 @@ class Config(Section):
     lake: str = "lake"
     """Root folder or URI under which every job writes: prepared/, models/, reports/, scores/, runs/."""
 
+    lake_shared: bool = False
+    """A `file://` (or absolute) lake is a shared mount (NFS, Lustre) at the same path on every
+    node. Without it such a lake is refused when the master is not local: it would be the
+    driver's own disk, which executors on other hosts do not see."""
+
     name: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
     """Name of this model/run: artifacts go to models/<name>, reports/<name>, scores/<name>."""
 

@@ -135,9 +135,25 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     """Most recent epoch checkpoints kept (the best epoch's is kept too)."""
 
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """Mixed precision of the forward pass: `bf16`, or `fp16` with loss scaling, for GPUs; `bf16`
-    also runs on CPU. Losses and optimizer state stay float32."""
+    also runs on CPU. `auto`: bf16 on a GPU that supports it (Ampere and newer), off otherwise (CPU,
+    older GPUs: pick `fp16` there explicitly). Losses and optimizer state stay float32."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where each worker trains: `auto` uses its GPU when the process sees one; `cuda` requires one
+    (with horovod/torch, the job refuses to start unless Spark gives each task a GPU:
+    spark.task.resource.gpu.amount); `cpu` never uses a GPU."""
+
+    collective_timeout_s: int = Field(600, ge=10)
+    """Longest any collective (all-reduce, all-gather, barrier) waits for the other ranks before
+    the run fails (torch.distributed's process-group timeout; Horovod's Gloo timeout). Rank 0's
+    checkpoint and model writes never hold the others in a collective: they wait in short polls."""
+
+    executor_wait_s: int = Field(120, ge=0)
+    """horovod/torch: how long the driver waits for executors to register until there are
+    `num_workers` task slots (a cluster starts executors after the application); then it refuses
+    to start with the slots it saw."""
 
     threads_per_worker: Optional[int] = Field(None, ge=1)
     """torch intra-op threads per worker; null = the machine's cores divided by the workers on it."""

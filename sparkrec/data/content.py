@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
@@ -199,7 +198,7 @@ def read_content_arrays(manifest: dict) -> tuple[np.ndarray, np.ndarray]:
     (numpy.ndarray, numpy.ndarray)
         ``tokens`` int64 [num_items, max_tokens] and ``trained`` bool [num_items].
     """
-    fs, path = fsspec.core.url_to_fs(manifest["paths"]["items"])
+    fs, path = lake.filesystem(manifest["paths"]["items"])
     table = pq.read_table(path, filesystem=fs, columns=[ITEM_IDX, text.TOKENS, text.TRAINED])
     idx = table.column(ITEM_IDX).to_numpy()
     num_items, width = len(idx), manifest["max_tokens"]

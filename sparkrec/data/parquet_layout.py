@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import fsspec
 import pyarrow.parquet as pq
 
+from sparkrec import lake
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -24,7 +26,7 @@ class Layout:
 
 
 def _data_files(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str], str]:
-    fs, root = fsspec.core.url_to_fs(uri)
+    fs, root = lake.filesystem(uri)
     protocol = uri.split("://", 1)[0] if "://" in uri else "file"
     names = [p for p in fs.find(root) if p.endswith(".parquet")
              and not any(part.startswith(("_", ".")) for part in p[len(root):].split("/") if part)]

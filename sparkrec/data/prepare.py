@@ -14,7 +14,6 @@ import os
 import time
 from datetime import datetime, timezone
 
-import fsspec
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -86,7 +85,7 @@ def config_hash(cfg: Config) -> str:
 
 def input_fingerprint(uri: str) -> list:
     """(relative path, size) of every data file under ``uri``: changes when the input does."""
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = lake.filesystem(uri)
     found = fs.find(path, detail=True)
     return sorted((name[len(path):], info.get("size")) for name, info in found.items()
                   if not name.rsplit("/", 1)[-1].startswith(("_", ".")))
@@ -95,8 +94,8 @@ def input_fingerprint(uri: str) -> list:
 def _move(src: str, dst: str) -> None:
     # A rename on local disks and HDFS; a server-side copy on object stores, which is still safe:
     # the version folder is not published yet.
-    fs, src_path = fsspec.core.url_to_fs(src)
-    fs.mv(src_path, fsspec.core.url_to_fs(dst)[1], recursive=True)
+    fs, src_path = lake.filesystem(src)
+    fs.mv(src_path, lake.filesystem(dst)[1], recursive=True)
 
 
 def _previous_vocab(spark: SparkSession, cfg: Config) -> dict | None:

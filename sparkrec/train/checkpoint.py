@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import re
 
-import fsspec
 import torch
 
 from sparkrec import lake
@@ -25,7 +24,7 @@ def checkpoint_dir(lake_uri: str, name: str) -> str:
 
 
 def _epochs(directory: str) -> dict[int, str]:
-    fs, path = fsspec.core.url_to_fs(directory)
+    fs, path = lake.filesystem(directory)
     if not fs.exists(path):
         return {}
     found = {}
@@ -49,10 +48,20 @@ def checkpoint_uri(directory: str, epoch: int) -> str:
 def save_checkpoint(directory: str, state: dict, keep: int, also_keep: int | None = None) -> str:
     """Write ``state`` (``state['epoch']`` = epochs completed) atomically, then drop all but the
     ``keep`` newest checkpoints and the one of epoch ``also_keep`` (the best so far)."""
+    return write_checkpoint(directory, state["epoch"], serialize_checkpoint(state), keep, also_keep)
+
+
+def serialize_checkpoint(state: dict) -> bytes:
+    """``state`` as checkpoint bytes: a snapshot (training may go on while they are written)."""
     buf = io.BytesIO()
     torch.save({**state, "format": FORMAT}, buf)
-    uri = checkpoint_uri(directory, state["epoch"])
-    lake.write_bytes_atomic(uri, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_checkpoint(directory: str, epoch: int, data: bytes, keep: int, also_keep: int | None = None) -> str:
+    """Write serialized checkpoint ``data`` of ``epoch`` atomically and prune as :func:`save_checkpoint`."""
+    uri = checkpoint_uri(directory, epoch)
+    lake.write_bytes_atomic(uri, data)
     found = _epochs(directory)
     for epoch in sorted(found)[:-keep]:
         if epoch != also_keep:

@@ -7,33 +7,70 @@ backend once per process; every other function follows it.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 from torch import nn
 
+from sparkrec.errors import SparkrecError
+from sparkrec.train.sparse_grads import SparseExchangeOptimizer, broadcast_parameters, ignore_sparse_parameters
+
 _backend = "local"
+_use_cuda = False
 _gathers = 0  # collectives issued, the same sequence on every rank
+DEFAULT_TIMEOUT_S = 600
 
 
-def init(backend: str) -> None:
-    """Join the process group of ``backend`` ('local', 'horovod' or 'torch')."""
-    global _backend
+def init(backend: str, device: str = "auto", timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
+    """Join the process group of ``backend`` ('local', 'horovod' or 'torch').
+
+    ``device`` is ``train.device`` (auto: CUDA when this process sees a GPU); ``timeout_s`` bounds
+    how long any collective waits for the other ranks (``train.collective_timeout_s``).
+    """
+    global _backend, _use_cuda
     _backend = backend
+    _use_cuda = use_cuda(device)
+    if _use_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True  # NVIDIA's NCF reference numbers are TF32
+        torch.backends.cudnn.allow_tf32 = True
     if backend == "horovod":
         import horovod.torch as hvd
 
+        # Horovod: its Gloo collectives time out after this (its default is 30 s).
+        os.environ["HOROVOD_GLOO_TIMEOUT_SECONDS"] = str(timeout_s)
         hvd.init()  # Horovod: ranks, sizes and the Gloo controller come from horovod.spark.run's env
-        if torch.cuda.is_available():
+        if _use_cuda:
             torch.cuda.set_device(hvd.local_rank())
     elif backend == "torch":
         import torch.distributed as dist
 
         if not dist.is_initialized():  # DDP: MASTER_ADDR/PORT, RANK, WORLD_SIZE come from torchrun
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
+            dist.init_process_group("nccl" if _use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        if _use_cuda:
             torch.cuda.set_device(local_rank())
     elif backend != "local":
         raise ValueError(f"unknown backend {backend!r}")
+
+
+def use_cuda(device: str) -> bool:
+    """Whether ``train.device`` means CUDA in this process.
+
+    Raises
+    ------
+    SparkrecError
+        ``cuda`` was asked for and this process sees no GPU.
+    """
+    if device == "cpu":
+        return False
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        import socket
+
+        raise SparkrecError(f"train.device=cuda, but the training process on {socket.gethostname()} sees no CUDA "
+                            f"device (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); give the "
+                            f"executors GPUs (spark.executor.resource.gpu.amount, spark.task.resource.gpu.amount) "
+                            f"or set train.device=cpu")
+    return available
 
 
 def shutdown() -> None:
@@ -101,7 +138,15 @@ def is_main() -> bool:
 
 
 def device() -> torch.device:
-    return torch.device(f"cuda:{local_rank()}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(f"cuda:{local_rank()}") if _use_cuda else torch.device("cpu")
+
+
+def resolve_amp(setting: str, dev: torch.device) -> str:
+    """``train.amp`` as used on ``dev``: ``auto`` is bf16 on a GPU with bf16 support (Ampere and
+    newer), off elsewhere (on CPU bf16 autocast is slower than float32 for these models)."""
+    if setting != "auto":
+        return setting
+    return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -153,19 +198,84 @@ def barrier() -> None:
         dist.barrier()
 
 
+class MainRankWork:
+    """Work rank 0 does alone in a background thread (writing a checkpoint), which every rank
+    waits for with :meth:`wait`.
+
+    The others never sit in one collective for the whole write (a slow store would trip
+    ``train.collective_timeout_s``): they poll with a small all-reduce every ``poll_s`` seconds
+    until rank 0 reports done, then all ranks get the result, or all raise rank 0's error.
+    """
+
+    def __init__(self, fn=None, poll_s: float = 0.5):
+        import threading
+
+        self.poll_s, self.result, self.error = poll_s, None, None
+        self._thread = None
+        if fn is not None and is_main():
+            def run():
+                try:
+                    self.result = fn()
+                except Exception as e:  # reported to every rank by wait()
+                    self.error = f"{e.__class__.__name__}: {' '.join(str(e).split())[:300]}"
+
+            self._thread = threading.Thread(target=run, name="sparkrec-main-rank-work", daemon=True)
+            self._thread.start()
+
+    def _running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self):
+        """Block until rank 0's work is done (call on every rank); returns its result.
+
+        Raises
+        ------
+        SparkrecError
+            On every rank, when rank 0's work failed.
+        """
+        import time
+
+        if world_size() == 1:
+            if self._thread is not None:
+                self._thread.join()
+        else:
+            while all_reduce_sum(torch.tensor([float(self._running())], device=device())).item() > 0:
+                time.sleep(self.poll_s)  # every rank polls alike, so the collectives match
+            self.result, self.error = all_gather_object((self.result, self.error))[0]
+        if self.error:
+            raise SparkrecError(f"rank 0 failed writing: {self.error}")
+        return self.result
+
+
 def wrap_model(model: nn.Module) -> nn.Module:
-    """The module the loop calls forward on; DDP all-reduces gradients (sparse ones too) during
-    backward. Keep the unwrapped ``model`` for saving."""
+    """The module the loop calls forward on. Keep the unwrapped ``model`` for saving.
+
+    torch backend: DDP averages the dense gradients during backward; the sparse embedding
+    gradients it is told to ignore (NCCL has no sparse all-reduce), and the optimizer wrapper of
+    :func:`wrap_optimizer` averages them by all-gather (``sparkrec.train.sparse_grads``).
+    """
     if _backend == "torch" and world_size() > 1:  # alone, DDP would still all-reduce every gradient
+        sparse = set(ignore_sparse_parameters(model))
+        # DDP broadcasts only what it synchronises: rank 0's sparse tables are copied here.
+        broadcast_parameters([p for n, p in model.named_parameters() if n in sparse])
+        if all(n in sparse for n, _ in model.named_parameters()):
+            return model  # nothing dense: DDP refuses a module without parameters to synchronise
         dev = next(model.parameters()).device
-        # DDP: broadcasts rank 0's parameters now, then averages gradients in backward.
+        # DDP: broadcasts rank 0's dense parameters now, then averages their gradients in backward.
         return nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     return model
 
 
 def wrap_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
-    """Horovod averages gradients inside the optimizer (sparse ones via allgather); the other
-    backends use the optimizer as is."""
+    """Horovod averages gradients inside the optimizer (sparse ones via allgather); on the torch
+    backend an optimizer of sparse embeddings averages their gradients by all-gather in ``step()``
+    (DDP averages the dense ones in backward); a single process uses the optimizer as is."""
+    if _backend == "torch" and world_size() > 1:
+        from sparkrec.train.optim import split_parameters
+
+        sparse = {id(p) for p in split_parameters(model)[0]}
+        mine = [p for group in optimizer.param_groups for p in group["params"] if id(p) in sparse]
+        return SparseExchangeOptimizer(optimizer, mine, world_size()) if mine else optimizer
     if _backend != "horovod" or world_size() == 1:
         return optimizer
     import horovod.torch as hvd
@@ -199,8 +309,10 @@ def optimizer_step(optimizers: list[torch.optim.Optimizer], scaler: torch.amp.Gr
             opt.step()
         return
     for opt in optimizers:
-        if _backend == "horovod":
-            opt.synchronize()  # Horovod: gradients complete before unscaling
+        # Horovod, and the sparse exchange on torch: gradients averaged before the scaler looks for
+        # infs, so every rank skips (or takes) the same steps.
+        if _backend == "horovod" or isinstance(opt, SparseExchangeOptimizer):
+            opt.synchronize()
             with opt.skip_synchronize():
                 scaler.step(opt)
         else:

@@ -31,6 +31,7 @@ from petastorm.pytorch import BatchedDataLoader
 from petastorm.workers_pool import EmptyResultError
 from petastorm.workers_pool.thread_pool import ThreadPool
 
+from sparkrec import lake
 from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
 from sparkrec.data.sequences import ITEMS, LABELS
 from sparkrec.data.sparse_vectors import VALUE
@@ -59,6 +60,28 @@ class RaceFreeThreadPool(ThreadPool):
         if self._ventilator is not None and not self._ventilator.completed():
             return False
         return super().all_workers_done()
+
+
+def petastorm_filesystem(uri: str):
+    """The file system to hand petastorm for ``uri``: None where petastorm resolves it itself
+    (local disk, HDFS); for object stores (s3://, s3a://, gs://) the fsspec file system
+    (``sparkrec[s3]``, ``sparkrec[gcs]``) in pyarrow's legacy wrapper. petastorm 0.13.1 asks for
+    pyarrow's legacy ParquetDataset, which pyarrow 14 grants only to legacy file systems; a bare
+    s3fs fails with "Keyword 'validate_schema' is not yet supported with the new Dataset API".
+    (pyarrow's own ``S3FSWrapper`` calls an s3fs method that is a coroutine nowadays.)"""
+    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+    if scheme not in lake.OBJECT_STORES:
+        return None
+    from pyarrow.filesystem import DaskFileSystem
+
+    class FsspecLegacy(DaskFileSystem):
+        def isdir(self, path):
+            return self.fs.isdir(path)
+
+        def isfile(self, path):
+            return self.fs.isfile(path)
+
+    return FsspecLegacy(lake.filesystem(uri)[0])
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,7 @@ class ShardReader:
             num_epochs=1,
             cur_shard=self.rank,
             shard_count=self.plan.world,
+            filesystem=petastorm_filesystem(self.plan.path),
         )
         # The pool has started but nothing was read from it yet: switching its class now applies
         # the fix before the first end-of-data check.
@@ -313,3 +337,74 @@ def check_rows_read(plan: ShardPlan, rows_by_rank: list[int], what: str) -> None
         raise SparkrecError(f"{what}: rows read from {plan.path} do not match the manifest ({'; '.join(wrong)}); "
                             f"rows were lost or added while reading, so the epoch is not a full pass. "
                             f"Check that the prepared data was not modified; if it was not, this is a reader bug")
+
+
+class DevicePrefetch:
+    """The batches of ``reader`` on ``device``: on CUDA pinned and one batch ahead.
+
+    On CUDA a background thread pulls the next batch from the reader and pins it (page-locked
+    memory lets the host-to-device copy run asynchronously) while the device trains on the
+    current one; one batch waits at most, so memory stays bounded. The copy is issued with
+    ``non_blocking`` on the current stream, which orders it before the kernels that use it.
+
+    On CPU (``background`` defaults to False there) the batches pass through untouched: nothing
+    to pin, and petastorm's shuffle buffer and dropout share torch's CPU generator, so a thread
+    would make the row order depend on timing (on CUDA dropout and negatives draw from CUDA
+    generators instead). ``rows_read`` is the reader's.
+    """
+
+    def __init__(self, reader, device: torch.device, background: bool | None = None):
+        self.reader, self.device = reader, device
+        self.background = device.type == "cuda" if background is None else background
+
+    @property
+    def rows_read(self) -> int:
+        return self.reader.rows_read
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if not self.background:
+            yield from self.reader
+            return
+        import queue
+        import threading
+
+        waiting: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        pin = self.device.type == "cuda"
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    waiting.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for batch in self.reader:
+                    if not put(("batch", {k: v.pin_memory() for k, v in batch.items()} if pin else batch)):
+                        return
+                put(("end", None))
+            except BaseException as e:  # raised again in the training thread
+                put(("error", e))
+
+        thread = threading.Thread(target=produce, name="sparkrec-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, item = waiting.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise item
+                yield {k: v.to(self.device, non_blocking=True) for k, v in item.items()}
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
+def on_device(reader, device: torch.device) -> DevicePrefetch:
+    """``reader``'s batches prefetched onto ``device`` (see :class:`DevicePrefetch`)."""
+    return DevicePrefetch(reader, device)

@@ -19,6 +19,7 @@ checkpoint (older runs' checkpoints were cleared before the first attempt unless
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections import deque
@@ -30,6 +31,7 @@ from sparkrec.config import Config, dump_config
 from sparkrec.data.prepare import files_per_split, load_manifest
 from sparkrec.data.sparse_vectors import current_vectors, publish_vectors
 from sparkrec.errors import SparkrecError
+from sparkrec.preflight import check_training_cluster
 from sparkrec.session import get_spark
 from sparkrec.train.checkpoint import checkpoint_dir, clear_checkpoints
 from sparkrec.train.inputs import training_inputs
@@ -82,12 +84,7 @@ def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> N
     if t.backend == "local" and t.num_workers != 1:
         raise SparkrecError(f"train.backend=local runs one process, but train.num_workers={t.num_workers}; "
                             f"use train.backend=horovod or torch for more workers")
-    if t.backend != "local" and spark is not None:
-        slots = spark.sparkContext.defaultParallelism
-        if t.num_workers > slots:
-            raise SparkrecError(f"train.num_workers={t.num_workers} needs as many Spark task slots, the session has "
-                                f"{slots} (spark.master={spark.sparkContext.master}); lower train.num_workers "
-                                f"or give Spark more cores")
+    check_training_cluster(spark, t)  # GPUs, dynamic allocation, task slots (sparkrec.preflight)
 
 
 def _check_loss(cfg: Config, manifest: dict) -> None:
@@ -184,12 +181,14 @@ def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, inputs: dic
     # Keep the tail of the workers' output to name a failure: Horovod reports only exit codes and
     # TorchDistributor only "View stdout logs"; both stream the workers' stderr to ours.
     output = OutputTail(sys.stderr)
+    entry = with_package_paths(spark.conf.get("spark.submit.pyFiles", "").split(","))
     if t.backend == "horovod":
         import horovod.spark
 
         try:
-            results = horovod.spark.run(worker_main, args=args, num_proc=t.num_workers, use_gloo=True,
-                                        start_timeout=HOROVOD_START_TIMEOUT_S, verbose=0, stderr=output)
+            results = horovod.spark.run(entry, args=args, num_proc=t.num_workers, use_gloo=True,
+                                        start_timeout=HOROVOD_START_TIMEOUT_S, verbose=0, stderr=output,
+                                        executable=executor_python())
         except Exception as e:
             raise SparkrecError(f"horovod training failed: {worker_error(output.text(), e)}") from e
         return results[0]
@@ -199,9 +198,43 @@ def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, inputs: dic
     try:
         with redirect_stderr(output):
             return TorchDistributor(num_processes=t.num_workers, local_mode=False,
-                                    use_gpu=use_gpu).run(worker_main, *args)
+                                    use_gpu=use_gpu).run(entry, *args)
     except Exception as e:
         raise SparkrecError(f"torch (DDP) training failed: {worker_error(output.text(), e)}") from e
+
+
+def with_package_paths(py_files: list[str]):
+    """``worker_main`` for the processes the launchers start, which do not see ``--py-files``.
+
+    Spark puts the ``--py-files`` zips on ``sys.path`` of its own Python workers only; Horovod's
+    and torchrun's child processes on a cluster get the worker's environment, without them, and
+    fail to unpickle ``worker_main`` ("No module named 'sparkrec'"). This returns a closure, which
+    cloudpickle ships by value: it puts each zip (fetched into the executor's working directory;
+    on the driver's host, its own path) on ``sys.path`` before importing sparkrec.
+    """
+    names = [p.split("://", 1)[-1] for p in py_files if p]
+
+    def run(*args):
+        import os
+        import sys
+
+        base = os.environ.get("HOROVOD_SPARK_WORK_DIR") or os.getcwd()
+        for name in names:
+            path = name if os.path.exists(name) else os.path.join(base, os.path.basename(name))
+            if os.path.exists(path) and path not in sys.path:
+                sys.path.insert(0, path)
+        from sparkrec.train.launch import worker_main
+
+        return worker_main(*args)
+
+    return run
+
+
+def executor_python() -> str:
+    """The Python that executors run: ``spark.pyspark.python`` (PySpark hands it to the driver as
+    ``PYSPARK_PYTHON``; ``./env/bin/python`` of the shipped archive on a cluster). Horovod starts
+    its workers with it, not with the driver's own ``sys.executable``, a path only this host has."""
+    return os.environ.get("PYSPARK_PYTHON") or sys.executable
 
 
 class OutputTail:

@@ -17,6 +17,7 @@ import hashlib
 import os
 import time
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 
@@ -30,9 +31,9 @@ from sparkrec.models.registry import FAMILIES
 from sparkrec.train import distributed as dist
 from sparkrec.models.store import check_same_data, load_model, load_model_version, save_model
 from sparkrec.train.checkpoint import (
-    checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, save_checkpoint,
+    checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, serialize_checkpoint, write_checkpoint,
 )
-from sparkrec.train.feed import check_rows_read, epoch_seed
+from sparkrec.train.feed import check_rows_read, epoch_seed, on_device
 from sparkrec.train.hybrid_content import hybrid_config, hybrid_model
 from sparkrec.train.inputs import read_item_counts
 from sparkrec.train.objectives import AUTOENCODERS, make_objective, resolve_loss
@@ -167,7 +168,7 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
     """
     t = cfg.train
     # -- distributed setup ------------------------------------------------------------------
-    dist.init(t.backend)
+    dist.init(t.backend, t.device, t.collective_timeout_s)
     rank, world = dist.rank(), dist.world_size()
     device = dist.device()
     torch.set_num_threads(t.threads_per_worker or max(1, (os.cpu_count() or 1) // dist.local_size()))
@@ -188,7 +189,8 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
     model.to(device)
     lr = t.lr * (world if t.scale_lr else 1)
     optimizers = make_optimizers(model, t, lr)
-    scaler = torch.amp.GradScaler(device.type) if t.amp == "fp16" else None
+    amp = dist.resolve_amp(t.amp, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     ckpt_dir = checkpoint_dir(cfg.lake, cfg.name)
     resume_key = {"model": model_cfg.to_dict(), "data_hash": manifest["data_hash"], "optimizer": t.optimizer}
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_metric": None, "bad_epochs": 0}
@@ -208,9 +210,10 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
         if scaler and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
     dist.broadcast_initial_state(model, optimizers)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if t.amp == "bf16" else torch.float16)
-                if t.amp != "off" else nullcontext())
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+                if amp != "off" else nullcontext())
     resumed_from = state["epoch"]
+    checkpoint_write = dist.MainRankWork()  # none pending yet
     log.start(epochs=t.epochs, steps_per_epoch=train_plan.steps, first_epoch=resumed_from)
 
     # -- epochs ----------------------------------------------------------------------------
@@ -220,7 +223,7 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
         set_lr(optimizers, epoch_lr)
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank, SEED_TORCH))  # dropout, shuffle buffer
         generator = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch, rank, SEED_NEGATIVES))
-        reader = objective.reader(rank, seed=epoch_seed(cfg.seed, epoch, rank, SEED_READER))
+        reader = on_device(objective.reader(rank, seed=epoch_seed(cfg.seed, epoch, rank, SEED_READER)), device)
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for step, batch in enumerate(reader):
@@ -252,19 +255,27 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
         else:
             state["bad_epochs"] += 1
         log.epoch(record, metric, state["best_epoch"])
-        if dist.is_main():
-            save_checkpoint(ckpt_dir, {**state, "model": model.state_dict(),
-                                       "optimizers": [opt.state_dict() for opt in optimizers],
-                                       "scaler": scaler.state_dict() if scaler else None,
-                                       "resume_key": resume_key}, keep=t.keep_checkpoints,
-                            also_keep=state["best_epoch"])
+        # Rank 0 snapshots the state now and writes it while all ranks train on; the previous
+        # write is waited for by polling (MainRankWork), never in one long collective.
+        checkpoint_write.wait()
+        blob = serialize_checkpoint({**state, "model": model.state_dict(),
+                                     "optimizers": [opt.state_dict() for opt in optimizers],
+                                     "scaler": scaler.state_dict() if scaler else None,
+                                     "resume_key": resume_key}) if dist.is_main() else None
+        checkpoint_write = dist.MainRankWork(partial(write_checkpoint, ckpt_dir, state["epoch"], blob,
+                                                     keep=t.keep_checkpoints, also_keep=state["best_epoch"]))
         if on_epoch is not None:
-            on_epoch(epoch + 1, record)
+            try:
+                on_epoch(epoch + 1, record)
+            except BaseException:  # e.g. a pruned tuning trial: let the checkpoint land first
+                checkpoint_write.wait()
+                raise
         if t.early_stopping_patience and state["bad_epochs"] >= t.early_stopping_patience:
             log.info(f"early stop: {metric} did not improve for {state['bad_epochs']} epochs")
             break
 
     # -- publish the best epoch's weights ----------------------------------------------------
+    checkpoint_write.wait()  # the best epoch's checkpoint may be read back below
     if not sample:  # the best epoch is the last one; its codes were not folded in yet
         objective.fold_in(model, device)
     digests = dist.all_gather_object(weights_digest(model))
