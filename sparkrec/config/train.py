@@ -83,8 +83,8 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     """L2 strength. Dense layers: the optimizer's weight decay (decoupled for adamw). Embeddings:
     an L2 penalty on the rows in each batch, which keeps their gradients sparse; with adamw,
-    embedding tables trained with dense gradients (full softmax, the explicit history model) are
-    decayed by the optimizer instead, and no penalty is added."""
+    embedding tables trained with dense gradients (the full-softmax loss) are decayed by the
+    optimizer instead, and no penalty is added."""
 
     lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
     """Per-epoch learning-rate schedule: constant, cosine to 0 over `epochs`, or times `lr_decay`

@@ -53,9 +53,7 @@ def model_config(cfg: Config, manifest: dict) -> NCFConfig:
     t = cfg.train
     lo, hi = manifest["rating_range"]
     implicit = is_implicit(cfg, manifest)
-    # Full softmax touches every item row each step; the explicit history model's tables stay dense
-    # so adamw's decoupled decay can shrink rarely rated items (see sparkrec.train.optim).
-    dense_items = resolve_loss(t.loss, t.model, implicit) == "softmax" or (t.model == "sequence" and not implicit)
+    dense_items = resolve_loss(t.loss, t.model, implicit) == "softmax"  # every item row gets a gradient
     if t.model == "sequence":
         q = cfg.sequence
         return sequence.SequenceConfig(kind="sequence", num_items=manifest["num_items"], factors=t.factors,

@@ -27,8 +27,8 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 def make_optimizers(model: nn.Module, t: TrainConfig, lr: float) -> list[torch.optim.Optimizer]:
     """[embedding optimizer, dense optimizer] (either is omitted when it has nothing to update).
 
-    Embedding tables with dense gradients (item tables under the full-softmax loss, the explicit
-    history model's tables) go to the dense optimizer. With ``adamw`` its decoupled weight decay
+    Embedding tables with dense gradients (item tables under the full-softmax loss) go to the dense
+    optimizer. With ``adamw`` its decoupled weight decay
     shrinks them like every dense parameter (and no L2 penalty is added to the loss); with
     ``adam``/``sgd`` they are left out of the optimizer's decay, regularised instead by the L2
     penalty on the rows of each batch (``train.weight_decay``), as sparse tables are.
