@@ -1,259 +1,272 @@
-"""NCF against Spark ALS, a user/item-bias model and popularity on MovieLens ml-latest-small, every
-tunable recommender tuned the same way on a validation split, then all judged on the same test split
-in the same run (metrics by the evaluate job).
+"""sparkrec against tuned Spark ALS, EASE and popularity on MovieLens ml-latest-small, on the exact split
+files of ``../shared/data/ml-latest-small-splits`` (see its README), scored by an independent scorer
+here, with paired 95% intervals.
 
-- explicit (NeuMF): 90/10 random split of the ratings; RMSE and MAE against ``bias`` and
-  ``als_explicit``. Tuning uses the same hash split cut 81/9/10 (same test rows, never read while
-  tuning); the chosen settings are then trained on the full 90% (NeuMF for its best validation epoch
-  count).
-- implicit (GMF or NeuMF): every rating is an interaction, leave-last-out (the second latest per user
-  is the validation item); HR@10 and NDCG@10 against 99 sampled negatives and against the full
-  catalog, against ``als_implicit`` and ``popularity`` (the bias model cannot rank implicit data,
-  where every label is 1). Tuning and the final comparison share the split: the chosen model is
-  the tuning run itself.
+Protocols (the split files' README):
 
-Last run (2026-11-28, 2 cores; tuning about 6 min explicit, 17 min implicit):
+- explicit: RMSE (and MAE) on ``explicit/test.parquet``; a test rating the model cannot predict (an
+  item without training ratings, for a recommender without a user-only prediction) gets the train
+  mean;
+- implicit: each user's test item ranked among the 99 negatives of ``implicit/negatives.parquet``
+  ("sampled") and among every item not in the user's train interactions ("full"), HR@10 and
+  NDCG@10; an item a recommender cannot score ranks below every item it can (it is never a hit).
 
-- explicit: NeuMF (64 factors, weight decay 0.001, 4 epochs) RMSE 0.8730 / MAE 0.6665 against tuned
-  bias (reg 3) 0.8809 / 0.6748 and tuned ALS (rank 16, reg 0.15) 0.8857 / 0.6897; RMSE -0.0079
-  [-0.0114, -0.0044] and MAE -0.0083 [-0.0115, -0.0051] against bias: better, beyond the noise.
-- implicit: GMF (128 factors, 32 negatives) against tuned ALS (rank 128, reg 0.1, alpha 1):
-  sampled HR@10 0.7426 vs 0.7246, sampled NDCG@10 0.4942 vs 0.5003, full HR@10 0.0623 vs 0.0803,
-  full NDCG@10 0.0280 vs 0.0387 (difference -0.0108 [-0.0215, -0.0001]). Tuned ALS is ahead on
-  full ranking; with its evaluate-job defaults (rank 10, reg 0.1) it is behind GMF on all four.
+How settings are chosen, never on test:
 
-Each grid point is scored by the evaluate job's protocols on the validation split
-(``evaluate.split=validation``: test is not read); the one with the best ``select`` metric wins.
-NCF's grid and ALS's grid are about the same size. Every metric's difference to the best rival
-comes with a 95% interval from the paired per-user (per-rating for RMSE/MAE) differences: with 610
-test users one user is 0.0016 of HR@10, and a gap inside the interval is not a difference.
+1. the train file is split again: implicit, each user's latest train interaction (ties: the larger
+   item id last, as the test file) is validation; explicit, 10% of the train ratings
+   (``numpy.random.default_rng(1)``, file order); test rows go in as ``test``
+   (``prepare.split.kind=given``);
+2. ``--tune``: ``jobs/tune.py``'s search (model, ALS, EASE) on that validation split, written to
+   ``--write-conf``; otherwise the settings come from ``--conf`` (the shipped
+   ``conf/movielens-<setting>.yaml``, which holds what tuning found, baselines included);
+3. final: the model is refit on train + validation (``train.refit``, the epochs tuning chose);
+   ALS and EASE are fitted on the same rows with their tuned settings; all are scored on test once.
 
-    flock /tmp/sparkrec-tests.lock .venv/bin/python bench/movielens_quality.py [--settings explicit implicit]
+    flock /tmp/sparkrec-tests.lock .venv/bin/python bench/movielens_quality.py [--settings implicit explicit] \\
+        [--tune --trials N --write-conf conf/movielens-implicit.yaml]
 
-The data folder is only read; everything is written under --lake (a scratch folder).
+The data folders are only read; everything is written under --lake (a scratch folder).
 """
 from __future__ import annotations
 
 import argparse
-import itertools
+import math
 import os
 import sys
 import time
-from contextlib import contextmanager
-from functools import partial
 
-from sparkrec.config import load_config
+import numpy as np
+import pandas as pd
+from pyspark.sql import functions as F
+
+from sparkrec.columns import INDEX, ITEM_IDX, ORIGINAL_ID, USER_IDX
+from sparkrec.config import load_config, with_overrides
 from sparkrec.data.prepare import load_manifest, run_prepare
-from sparkrec.evaluate.baselines import Recommender
-from sparkrec.evaluate.run import (
-    build_eval_data, evaluate_recommender, fit_baselines, read_splits, run_evaluate, unpersist_units,
-)
+from sparkrec.evaluate.baselines import MllibAls, Popularity, UserItemBias
+from sparkrec.evaluate.ease import Ease
+from sparkrec.evaluate.paired_differences import Z95
 from sparkrec.evaluate.subjects import TrainedModel
 from sparkrec.session import get_spark
 from sparkrec.train.launch import run_training
+from sparkrec.tune.search import run_tune
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "ml-latest-small")
-
-COMMON = ["input.format=movielens", "prepare.rating_min=0.5", "prepare.num_files=2", "spark.log_level=ERROR",
-          "train.model=neumf", "train.threads_per_worker=1", "train.log_every_steps=1000000",
-          "evaluate.k=[10]", "evaluate.num_negatives=99", "evaluate.als_blocks=2", "evaluate.als_max_iter=15"]
-
-
-def grid(**axes: list) -> list[list[str]]:
-    """Every combination of the axes' values as ``key=value`` overrides."""
-    keys = list(axes)
-    return [[f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*axes.values())]
+HERE = os.path.dirname(os.path.abspath(__file__))
+SPLITS = os.path.join(HERE, "..", "..", "shared", "data", "ml-latest-small-splits")
+K = 10
+ENVIRONMENT = ["prepare.num_files=2", "spark.log_level=ERROR", "spark.shuffle_partitions=4",
+               "train.threads_per_worker=2", "train.log_every_steps=1000000", "evaluate.als_blocks=2"]
+RIVALS = {"implicit": ["als_implicit", "ease", "popularity"], "explicit": ["als_explicit", "bias"]}
 
 
-SETTINGS = {
-    "explicit": {
-        # The final split, and the model settings the other MovieLens benches reuse untuned.
-        "overrides": ["prepare.split.kind=random", "prepare.split.fractions=[0.9,0.0,0.1]",
-                      "evaluate.baselines=[global_mean,bias,als_explicit]",
-                      "train.epochs=10", "train.batch_size=128", "train.lr=0.001", "train.factors=32",
-                      "train.mlp_layers=[64,32,16]", "train.weight_decay=0.005", "train.dropout=0.2"],
-        "tuning_split": ["prepare.split.fractions=[0.81,0.09,0.1]", "train.epochs=15",
-                         "train.early_stopping_patience=3"],
-        "select": ("rating", "rmse", "lower"),
-        "model_grid": grid(**{"train.factors": [16, 32, 64], "train.weight_decay": [0.001, 0.005, 0.02]}),
-        "baseline_grids": {
-            "bias": grid(**{"evaluate.bias_reg": [1, 3, 5, 10, 25, 50]}),
-            "als_explicit": grid(**{"evaluate.als_rank": [8, 16, 32, 64],
-                                    "evaluate.als_reg": [0.05, 0.1, 0.15, 0.2, 0.3]}),
-        },
-        "metrics": [("rating", "rmse", "lower"), ("rating", "mae", "lower")],
-        "rivals": ["bias", "als_explicit"],
-    },
-    "implicit": {
-        "overrides": ["prepare.implicit_threshold=0.5", "prepare.split.kind=leave_last_out",
-                      "evaluate.baselines=[popularity,als_implicit]", "train.model=gmf",
-                      "train.epochs=30", "train.batch_size=256", "train.lr=0.002", "train.factors=64",
-                      "train.num_negatives=4", "train.early_stopping_patience=4"],
-        "tuning_split": [],
-        "select": ("full", "ndcg@10", "higher"),
-        # Grids narrowed from a first pass on the validation split: more negatives helped GMF-128
-        # (16 -> 32: 0.0319 -> 0.0375 validation NDCG@10; 64 costs 18 s an epoch), L2 on the
-        # embeddings did not (1e-3 collapses to popularity); ALS's regParam 1 and 10 lost everywhere.
-        "model_grid": [*grid(**{"train.model": ["gmf"], "train.factors": [64, 128], "train.num_negatives": [4, 16, 32],
-                                "train.lr": [0.002]}),
-                       *grid(**{"train.model": ["neumf"], "train.factors": [32, 64], "train.num_negatives": [4],
-                                "train.lr": [0.001]})],
-        "baseline_grids": {
-            "popularity": [[]],
-            "als_implicit": [*grid(**{"evaluate.als_rank": [32, 64, 128, 256], "evaluate.als_reg": [0.03, 0.1, 0.3],
-                                      "evaluate.als_alpha": [1.0]}),
-                             *grid(**{"evaluate.als_rank": [32, 64, 128, 256], "evaluate.als_reg": [0.1],
-                                      "evaluate.als_alpha": [10.0]})],
-        },
-        "metrics": [("sampled", "hr@10", "higher"), ("sampled", "ndcg@10", "higher"),
-                    ("full", "hr@10", "higher"), ("full", "ndcg@10", "higher")],
-        "rivals": ["popularity", "als_implicit"],
-    },
-}
+def raw_log(setting: str, out: str) -> str:
+    """The split files as one Parquet log with a ``split`` column, validation carved from train."""
+    train = pd.read_parquet(os.path.join(SPLITS, setting, "train.parquet"))
+    test = pd.read_parquet(os.path.join(SPLITS, setting, "test.parquet"))
+    if setting == "implicit":  # each user's latest train interaction, ties: the larger item id last
+        order = train.sort_values(["user_id", "timestamp", "item_id"])
+        held = order.groupby("user_id").tail(1).index
+    else:
+        held = train.index[np.random.default_rng(1).random(len(train)) < 0.1]
+    train["split"] = "train"
+    train.loc[held, "split"] = "validation"
+    test = test.assign(split="test")
+    path = os.path.join(out, f"raw-{setting}")
+    os.makedirs(path, exist_ok=True)
+    pd.concat([train, test]).to_parquet(os.path.join(path, "log.parquet"), index=False)
+    return path
 
 
-@contextmanager
-def timed(seconds: dict, name: str):
-    """Record the wall time of the block as ``seconds[name]``."""
-    started = time.perf_counter()
-    yield
-    seconds[name] = time.perf_counter() - started
+def base_config(args, setting: str, conf: str | None, extra: list[str]):
+    lake = os.path.join(args.lake, setting)
+    implicit = ["prepare.implicit_threshold=0.5"] if setting == "implicit" else []  # every rating is an interaction
+    overrides = [f"lake={lake}", f"name=movielens-{setting}", f"input.path={raw_log(setting, args.lake)}",
+                 "input.format=parquet", "input.columns.split=split", "prepare.split.kind=given",
+                 "prepare.rating_min=0.5", *implicit, *ENVIRONMENT, *extra]
+    return load_config(conf, overrides)
 
 
-def prepare_train_evaluate(cfg) -> tuple[dict, dict, dict, dict]:
-    """The three jobs on ``cfg`` in one process: prepared manifest, training summary, evaluate
-    metrics and the seconds each took."""
-    spark = get_spark(cfg.spark)
+# -- the independent scorer -------------------------------------------------------------------
+def _vocab(spark, path: str) -> dict:
+    table = spark.read.parquet(path).select(ORIGINAL_ID, INDEX).toPandas()
+    return dict(zip(table[ORIGINAL_ID].astype(str), table[INDEX].astype(np.int64)))
+
+
+def _ndcg(rank: np.ndarray) -> np.ndarray:
+    """Per user: 1 / log2(rank + 1) within the top K (rank is 1-based, 0 = not ranked)."""
+    return np.where((rank >= 1) & (rank <= K), 1.0 / np.log2(rank + 1.0), 0.0)
+
+
+def ranking_units(spark, rec, users: dict, items: dict, known, test: pd.DataFrame, negatives: pd.DataFrame) -> pd.DataFrame:
+    """Per test user: full and sampled HR@10 / NDCG@10 of ``rec``."""
+    idx = pd.DataFrame({"user_id": test.user_id.astype(str), "item_id": test.item_id.astype(str)})
+    idx["user_idx"] = idx.user_id.map(users)
+    idx["item_idx"] = idx.item_id.map(items)
+    top = rec.top_k(spark.createDataFrame(idx[["user_idx"]].dropna().astype(np.int64)), K, known).toPandas()
+    ranked = top.merge(idx.dropna().astype({"user_idx": np.int64, "item_idx": np.int64}), on=["user_idx", "item_idx"])
+    full_rank = idx.user_idx.map(dict(zip(ranked.user_idx, ranked["rank"]))).fillna(0).to_numpy()
+    # Sampled: the test item and its 99 negatives; unknown items score -inf (never above a known one).
+    rows = []
+    for user, positive, negs in zip(negatives.user_id.astype(str), negatives.item_id.astype(str), negatives.negatives):
+        for pos, item in enumerate([positive, *map(str, negs)]):
+            rows.append((users.get(user), items.get(item), pos))
+    cand = pd.DataFrame(rows, columns=["user_idx", "item_idx", "position"]).dropna().astype(np.int64)
+    scored = rec.score_pairs(spark.createDataFrame(cand)).toPandas()
+    scores = np.full((len(negatives), 100), -np.inf)
+    user_row = {u: r for r, u in enumerate(negatives.user_id.astype(str).map(users))}
+    scores[scored.user_idx.map(user_row).to_numpy(), scored.position.to_numpy()] = scored.score.to_numpy()
+    positive = scores[:, 0]
+    beaten = (scores[:, 1:] >= positive[:, None]).sum(1)
+    sampled_rank = np.where(np.isfinite(positive), beaten + 1, 0)
+    sampled_rank = pd.Series(sampled_rank, index=negatives.user_id.astype(str)).reindex(idx.user_id).to_numpy()
+    return pd.DataFrame({"user_id": idx.user_id, "full hr@10": ((full_rank >= 1) & (full_rank <= K)).astype(float),
+                         "full ndcg@10": _ndcg(full_rank),
+                         "sampled hr@10": ((sampled_rank >= 1) & (sampled_rank <= K)).astype(float),
+                         "sampled ndcg@10": _ndcg(sampled_rank)}).set_index("user_id")
+
+
+def rating_units(spark, rec, users: dict, items: dict, test: pd.DataFrame, mean: float, history_model: bool) -> pd.DataFrame:
+    """Per test row: squared and absolute error of ``rec``'s rating prediction."""
+    pairs = pd.DataFrame({"row": np.arange(len(test)), "user_idx": test.user_id.astype(str).map(users),
+                          "item_idx": test.item_id.astype(str).map(items)})
+    # Unknown items: -1, which the history model reads as "no item part" (its user baseline) and
+    # the baselines as an unknown item (their own fallback).
+    pairs["item_idx"] = pairs.item_idx.fillna(-1)
+    pairs = pairs.dropna().astype(np.int64)
+    if not history_model:
+        pairs = pairs[pairs.item_idx >= 0]
+    predicted = rec.rating_predictions(spark.createDataFrame(pairs)).toPandas()
+    prediction = np.full(len(test), mean)
+    values = predicted.prediction.to_numpy(dtype=float)
+    ok = np.isfinite(values)
+    prediction[predicted.row.to_numpy()[ok]] = values[ok]
+    error = prediction - test.rating.to_numpy()
+    return pd.DataFrame({"squared error": error ** 2, "absolute error": np.abs(error)})
+
+
+def paired(ours: pd.Series, theirs: pd.Series) -> tuple[float, float, float]:
+    diff = (ours - theirs).to_numpy()
+    half = Z95 * diff.std(ddof=1) / math.sqrt(len(diff))
+    return diff.mean(), diff.mean() - half, diff.mean() + half
+
+
+# -- the run ----------------------------------------------------------------------------------
+def fit_rivals(setting: str, fit_on, cfg, prepared: dict) -> dict:
+    e = cfg.evaluate
+    if setting == "implicit":
+        return {"als_implicit": MllibAls.fit(fit_on, True, e.als_rank, e.als_reg, e.als_alpha, e.als_max_iter,
+                                             e.als_blocks, cfg.seed),
+                "ease": Ease.fit(fit_on, e.ease_lambda), "popularity": Popularity.fit(fit_on)}
+    return {"als_explicit": MllibAls.fit(fit_on, False, e.als_rank, e.als_reg, e.als_alpha, e.als_max_iter,
+                                         e.als_blocks, cfg.seed),
+            "bias": UserItemBias.fit(fit_on, e.bias_reg, tuple(prepared["rating_range"]), cfg.seed)}
+
+
+def run(args, setting: str) -> bool:
+    spark = None
     seconds = {}
-    with timed(seconds, "prepare"):
-        manifest = run_prepare(spark, cfg)
-    with timed(seconds, "train"):
-        summary = run_training(None, cfg)
-    with timed(seconds, "evaluate"):
-        metrics = run_evaluate(spark, cfg)
-    return manifest, summary, metrics, seconds
-
-
-def _value(result: dict, key: tuple) -> float:
-    section, metric, _ = key
-    return result[section][metric]
-
-
-def _better(a: float, b: float, direction: str) -> bool:
-    return a < b if direction == "lower" else a > b
-
-
-def tune(spark, base: list[str], spec: dict) -> tuple[dict, list[str]]:
-    """Score every grid point of the model and of each baseline on the validation split.
-
-    Returns
-    -------
-    (dict, list[str])
-        name (``model`` or a baseline) -> (chosen overrides, validation metric, extra), and the
-        tuning table's printed lines.
-    """
-    cfg = load_config(None, [*base, "evaluate.split=validation"])
+    cfg = base_config(args, setting, args.conf.get(setting), args.overrides)
+    spark = get_spark(cfg.spark)
+    started = time.perf_counter()
+    run_prepare(spark, cfg)
+    seconds["prepare"] = time.perf_counter() - started
+    if args.tune:
+        started = time.perf_counter()
+        tuning = with_overrides(cfg, [f"tune.trials={args.trials}", "tune.targets=[model,als,ease]"
+                                      if setting == "implicit" else "tune.targets=[model,als]",
+                                      *([f"tune.output={args.write_conf}"] if args.write_conf else [])])
+        result = run_tune(spark, tuning)
+        seconds["tune"] = time.perf_counter() - started
+        print(f"\n## {setting}: tuning on validation")
+        for row in result["trials"]:
+            print(f"  {row['target']} #{row['trial']} {row['state']} {row['metric']}={row['value']} "
+                  f"epochs={row['best_epoch']} {row['params']} ({row['seconds']}s)")
+        for target, best in result["best"].items():
+            print(f"chosen {target}: {best['metric']} {best['value']:.4f} {best['params']}")
+        cfg = with_overrides(cfg, result["overrides"])
+    # -- final: refit on train + validation, rivals on the same rows, test once -----------------
+    started = time.perf_counter()
+    summary = run_training(None, cfg)
+    seconds["train"] = time.perf_counter() - started
     prepared = load_manifest(cfg.lake)
-    splits = read_splits(spark, prepared)
-    data = build_eval_data(splits, "validation", ["train"], cfg, prepared)
-    implicit = prepared["implicit"]
-    pick = partial(min if spec["select"][2] == "lower" else max, key=lambda entry: entry[1])  # first of ties
-    lines, chosen = [], {}
-
-    def judge(rec: Recommender) -> float:
-        metrics, units = evaluate_recommender(rec, data, implicit, protocols=[spec["select"][0]])
-        unpersist_units(units)
-        return _value(metrics, spec["select"])
-
-    scored = []
-    for i, point in enumerate(spec["model_grid"]):
-        point_cfg = load_config(None, [*base, *point, f"name=tune-{i}"])
-        summary = run_training(None, point_cfg)
-        scored.append((point, judge(TrainedModel.load(spark, cfg.lake, point_cfg.name, prepared, splits["train"])),
-                       {"name": point_cfg.name, "best_epoch": summary["best_epoch"]}))
-        lines.append(f"  model {' '.join(point)}: {scored[-1][1]:.4f} (best epoch {summary['best_epoch']})")
-    chosen["model"] = pick(scored)
-    for name, points in spec["baseline_grids"].items():
-        scored = []
-        for point in points:
-            rec = fit_baselines(splits["train"], load_config(None, [*base, *point, f"evaluate.baselines=[{name}]"]),
-                                prepared)[0][0]
-            scored.append((point, judge(rec), {}))
-            lines.append(f"  {name} {' '.join(point)}: {scored[-1][1]:.4f}")
-        chosen[name] = pick(scored)
-    data.unpersist()
-    return chosen, lines
+    splits = {s: spark.read.parquet(prepared["splits"][s]["path"]) for s in ("train", "validation", "test")}
+    fit_on = splits["train"].unionByName(splits["validation"])
+    known = fit_on.select(USER_IDX, ITEM_IDX)
+    model = TrainedModel.load(spark, cfg.lake, cfg.name, prepared, splits, ["train", "validation"])
+    recs = {"sparkrec": model, **fit_rivals(setting, fit_on, cfg, prepared)}
+    users = _vocab(spark, prepared["paths"]["user_vocab"])
+    items = _vocab(spark, prepared["paths"]["item_vocab"])
+    test = pd.read_parquet(os.path.join(SPLITS, setting, "test.parquet"))
+    units = {}
+    started = time.perf_counter()
+    for name, rec in recs.items():
+        if setting == "implicit":
+            negatives = pd.read_parquet(os.path.join(SPLITS, "implicit", "negatives.parquet"))
+            units[name] = ranking_units(spark, rec, users, items, known, test, negatives)
+        else:
+            mean = float(fit_on.agg(F.avg("label")).first()[0])
+            units[name] = rating_units(spark, rec, users, items, test, mean, name == "sparkrec")
+    seconds["score"] = time.perf_counter() - started
+    return report(setting, cfg, summary, units, seconds)
 
 
-def report(setting: str, metrics: dict) -> bool:
-    spec = SETTINGS[setting]
-    results = metrics["results"]
-    model_name = next(name for name, r in results.items() if r["role"] == "model")
-    columns = [f"{section} {metric}" for section, metric, _ in spec["metrics"]]
-    print("| recommender | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    for name in [model_name, *spec["rivals"]]:
-        values = [(results[name].get(section) or {}).get(metric) for section, metric, _ in spec["metrics"]]
-        print(f"| {name} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in values) + " |")
-    all_won = True
-    for key in spec["metrics"]:
-        section, metric, direction = key
-        ours = _value(results[model_name], key)
-        theirs = {name: _value(results[name], key) for name in spec["rivals"]}
-        won = all(_better(ours, v, direction) for v in theirs.values())
-        all_won &= won
-        best_name = (min if direction == "lower" else max)(theirs, key=theirs.get)
-        gap = results[best_name]["model_minus_baseline"][section][metric]
-        print(f"{section} {metric}: {model_name} {ours:.4f} vs best baseline {best_name} {theirs[best_name]:.4f} -> "
-              f"{'better' if won else 'NOT better'} (ratio {ours / theirs[best_name]:.3f}; difference "
-              f"{gap['difference']:+.4f}, 95% interval [{gap['low']:+.4f}, {gap['high']:+.4f}])")
-    return all_won
+def report(setting: str, cfg, summary: dict, units: dict, seconds: dict) -> bool:
+    t = cfg.train
+    print(f"\n## ml-latest-small, {setting}, test (model: {t.model}, loss {t.loss}, factors {t.factors}, "
+          f"refit {t.refit}, {len(summary['history'])} epochs)")
+    if setting == "implicit":
+        metrics = ["sampled hr@10", "sampled ndcg@10", "full hr@10", "full ndcg@10"]
+        values = {n: {m: u[m].mean() for m in metrics} for n, u in units.items()}
+    else:
+        metrics = ["rmse", "mae"]
+        values = {n: {"rmse": math.sqrt(u["squared error"].mean()), "mae": u["absolute error"].mean()}
+                  for n, u in units.items()}
+    print("| recommender | " + " | ".join(metrics) + " |\n" + "|---" * (len(metrics) + 1) + "|")
+    for name, v in values.items():
+        print(f"| {name} | " + " | ".join(f"{v[m]:.4f}" for m in metrics) + " |")
+    ok = True
+    for rival in RIVALS[setting]:
+        for m in metrics:
+            if setting == "implicit":
+                d, lo, hi = paired(units["sparkrec"][m], units[rival][m])
+            else:  # RMSE: paired interval of the MSE difference over the sum of the RMSEs
+                column = "squared error" if m == "rmse" else "absolute error"
+                d, lo, hi = paired(units["sparkrec"][column], units[rival][column])
+                if m == "rmse":
+                    scale = values["sparkrec"]["rmse"] + values[rival]["rmse"]
+                    d, lo, hi = values["sparkrec"]["rmse"] - values[rival]["rmse"], lo / scale, hi / scale
+            print(f"sparkrec - {rival} {m}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+    if setting == "implicit":
+        v = values["sparkrec"]
+        targets = {"full hr@10 >= 0.100": v["full hr@10"] >= 0.100, "full ndcg@10 >= 0.052": v["full ndcg@10"] >= 0.052,
+                   "sampled hr@10 >= 0.75": v["sampled hr@10"] >= 0.75,
+                   "sampled ndcg@10 >= 0.53": v["sampled ndcg@10"] >= 0.53}
+        _, lo, _ = paired(units["sparkrec"]["full ndcg@10"], units["als_implicit"]["full ndcg@10"])
+        targets["ahead of tuned ALS on full ndcg@10, interval excluding 0"] = lo > 0
+        targets["ahead of EASE on full ndcg@10"] = v["full ndcg@10"] > values["ease"]["full ndcg@10"]
+    else:
+        targets = {"rmse <= 0.850": values["sparkrec"]["rmse"] <= 0.850}
+    for name, met in targets.items():
+        print(f"target {name}: {'met' if met else 'NOT met'}")
+        ok &= met
+    print("seconds:", {k: round(v, 1) for k, v in seconds.items()})
+    return ok
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=DATA)
     parser.add_argument("--lake", default="/tmp/sparkrec-movielens-quality")
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("overrides", nargs="*", help="extra dotted.key=value config overrides")
+    parser.add_argument("--settings", nargs="+", default=["implicit", "explicit"], choices=["implicit", "explicit"])
+    parser.add_argument("--tune", action="store_true", help="search the settings on validation first")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--write-conf", help="with --tune: write the chosen settings here (one setting at a time)")
+    parser.add_argument("overrides", nargs="*", help="extra dotted.key=value overrides")
     args = parser.parse_args()
-    outcome = {}
-    for setting in args.settings:
-        spec = SETTINGS[setting]
-        # ALS cuts its lineage every 10 iterations only with a checkpoint dir; without one, 15
-        # iterations overflowed the task deserializer's stack here.
-        final = [f"lake={args.lake}/{setting}", f"input.path={os.path.abspath(args.data)}", *COMMON,
-                 f"spark.conf.spark.checkpoint.dir={os.path.abspath(args.lake)}/_spark_checkpoints",
-                 *spec["overrides"], *args.overrides]
-        tuning = [*final, f"lake={args.lake}/{setting}-tuning", *spec["tuning_split"]] if spec["tuning_split"] else final
-        spark = get_spark(load_config(None, final).spark)
-        seconds = {}
-        with timed(seconds, "tune"):
-            run_prepare(spark, load_config(None, tuning))
-            chosen, lines = tune(spark, tuning, spec)
-        print(f"\n## ml-latest-small, {setting}: validation {'/'.join(spec['select'][:2])} of every grid point")
-        print("\n".join(lines))
-        for name, (point, value, _) in chosen.items():
-            print(f"chosen {name}: {' '.join(point) or 'no settings'} (validation {value:.4f})")
-
-        baseline_points = [o for name, (point, _, _) in chosen.items() if name != "model" for o in point]
-        model_point, _, tuned = chosen["model"]
-        with timed(seconds, "final"):
-            if tuning is final:  # the split is the same: judge the chosen tuning run on test
-                cfg = load_config(None, [*final, *model_point, *baseline_points, f"name={tuned['name']}"])
-                manifest = load_manifest(cfg.lake)
-            else:  # retrain the chosen settings on the full train split, for the epochs validation chose
-                cfg = load_config(None, [*final, *model_point, *baseline_points, f"train.epochs={tuned['best_epoch']}",
-                                         f"name={setting}-final"])
-                manifest = run_prepare(spark, cfg)
-                run_training(None, cfg)
-            metrics = run_evaluate(spark, cfg)
-        print(f"\n## ml-latest-small, {setting}, test: {manifest['num_users']} users, {manifest['num_items']} items, "
-              f"rows {({k: v['rows'] for k, v in manifest['splits'].items()})}; model {cfg.name}")
-        outcome[setting] = report(setting, metrics)
-        print("seconds:", {k: round(v, 1) for k, v in seconds.items()}, "report:", metrics["report"])
-    print("\nmodel better than every tuned baseline on every metric:", outcome)
+    args.conf = {s: os.path.join(HERE, "..", "conf", f"movielens-{s}.yaml") for s in args.settings}
+    args.conf = {s: c if os.path.exists(c) and not args.tune else None for s, c in args.conf.items()}
+    outcome = {s: run(args, s) for s in args.settings}
+    print("\nall targets met:", outcome)
     return 0
 
 

@@ -28,7 +28,7 @@ import time
 import torch
 
 from sparkrec.models.ncf import NCF, NCFConfig
-from sparkrec.score.block_scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models.block_scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
 
 
 def timed(fn, repeats: int) -> float:

@@ -13,8 +13,9 @@ it, never one after it, and nothing imports ``jobs/`` (tests/test_layers.py chec
 5. ``explain``: attributions of the recommendations the score job served.
 6. ``evaluate``: protocols, baselines and the report; it scores models through the score engine
    (so it judges what is served) and digests the published explanations.
-7. ``pipeline``: every stage, the quality gate and the run history.
+7. ``tune``: hyper-parameter search on the validation split (trains models, judges baselines).
+8. ``pipeline``: every stage, the quality gate and the run history.
 """
 __version__ = "0.1.0"
 
-LAYERS = ("models", "data", "train", "score", "explain", "evaluate", "pipeline")
+LAYERS = ("models", "data", "train", "score", "explain", "evaluate", "tune", "pipeline")

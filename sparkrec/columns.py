@@ -10,6 +10,7 @@ TIMESTAMP = "timestamp"
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
 LABEL = "label"
+SPLIT = "split"
 
 # Quarantine and vocabulary tables.
 REASON = "reason"

@@ -8,5 +8,5 @@ def ncf_config(**kw) -> NCFConfig:
     """An ``NCFConfig`` with ``train.*``'s defaults, implicit, ratings 1-5, overridden by ``kw``."""
     t = TrainConfig()
     base = {"factors": t.factors, "mlp_layers": tuple(t.mlp_layers), "dropout": t.dropout, "use_bias": t.use_bias,
-            "implicit": True, "rating_min": 1.0, "rating_max": 5.0}
+            "implicit": True, "rating_min": 1.0, "rating_max": 5.0, "dense_items": False}
     return NCFConfig(**{**base, **kw})

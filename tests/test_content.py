@@ -22,8 +22,8 @@ from sparkrec.evaluate.report import cold_items_section
 from sparkrec.evaluate.run import run_evaluate
 from sparkrec.evaluate.subjects import TrainedModel
 from sparkrec.models.hybrid import HybridNCF
-from sparkrec.score.block_scoring import make_scorer
-from sparkrec.score.decomposed_ncf import DecomposedNCF
+from sparkrec.models.block_scoring import make_scorer
+from sparkrec.models.decomposed_ncf import DecomposedNCF
 from sparkrec.score.job import run_score
 from sparkrec.models.store import load_model
 from sparkrec.train.feed import plan_shards
@@ -168,7 +168,7 @@ def test_neumf_is_reported_unable_to_rank_cold_items(spark, planted):
     prepared = load_manifest(cfg.lake)
     train = spark.read.parquet(prepared["splits"]["train"]["path"])
     test = spark.read.parquet(prepared["splits"]["test"]["path"])
-    subject = TrainedModel.load(spark, cfg.lake, "neumf", prepared, train)
+    subject = TrainedModel.load(spark, cfg.lake, "neumf", prepared, {"train": train, "test": test}, ["train"])
     cold = evaluate_cold_items(subject, train, test.select("user_idx", "item_idx").distinct(),
                                train.select("user_idx", "item_idx"), prepared["num_items"], [10])
     assert cold["results"]["neumf"]["scored"] is False and "no item content" in cold["results"]["neumf"]["reason"]

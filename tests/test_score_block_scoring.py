@@ -8,8 +8,8 @@ from torch import nn
 from model_configs import ncf_config
 from sparkrec.errors import SparkrecError
 from sparkrec.models.ncf import NCF
-from sparkrec.score.block_scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
-from sparkrec.score.decomposed_ncf import DecomposedNCF
+from sparkrec.models.block_scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models.decomposed_ncf import DecomposedNCF
 
 NUM_USERS, NUM_ITEMS = 40, 57
 

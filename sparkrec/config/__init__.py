@@ -23,8 +23,10 @@ from sparkrec.config.input import InputConfig
 from sparkrec.config.pipeline import PipelineConfig
 from sparkrec.config.prepare import PrepareConfig
 from sparkrec.config.score import ScoreConfig
+from sparkrec.config.sequence import SequenceConfig
 from sparkrec.config.spark import SparkConfig
 from sparkrec.config.train import TrainConfig
+from sparkrec.config.tune import TuneConfig
 
 
 class ConfigError(ValueError):
@@ -46,12 +48,14 @@ class Config(Section):
     generate: GenerateConfig = GenerateConfig()
     prepare: PrepareConfig = PrepareConfig()
     train: TrainConfig = TrainConfig()
+    sequence: SequenceConfig = SequenceConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     score: ScoreConfig = ScoreConfig()
     pipeline: PipelineConfig = PipelineConfig()
     autoencoder: AutoencoderConfig = AutoencoderConfig()
     content: ContentConfig = ContentConfig()
     explain: ExplainConfig = ExplainConfig()
+    tune: TuneConfig = TuneConfig()
 
 
 def _split_key(dotted: str) -> list[str]:
@@ -142,6 +146,20 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_describe(e, source)) from None
+
+
+def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """``cfg`` with ``dotted.key=value`` overrides applied (validated like the command line's).
+
+    Raises
+    ------
+    ConfigError
+        An override names an unknown key or a value of the wrong type.
+    """
+    try:
+        return Config.model_validate(_merge(dump_config(cfg), parse_overrides(overrides)))
+    except ValidationError as e:
+        raise ConfigError(_describe(e, "overrides " + " ".join(overrides))) from None
 
 
 def dump_config(cfg: Config) -> dict:

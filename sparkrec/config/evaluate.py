@@ -5,7 +5,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from sparkrec.config.base import Section
 
-Baseline = Literal["global_mean", "bias", "popularity", "als_explicit", "als_implicit"]
+Baseline = Literal["global_mean", "bias", "popularity", "als_explicit", "als_implicit", "ease"]
 
 
 class EvaluateConfig(Section):
@@ -35,9 +35,11 @@ class EvaluateConfig(Section):
     """Explicit data: a test rating counts as relevant for the ranking metrics when >= this value;
     null = every test interaction is relevant (the NCF convention). Ignored for implicit data."""
 
-    baselines: list[Baseline] = ["global_mean", "bias", "popularity", "als_explicit", "als_implicit"]
-    """Baselines fitted on the same train split and scored on the same test split. The rating models
-    (`global_mean`, `bias`, `als_explicit`) are skipped on implicit data, where every label is 1."""
+    baselines: list[Baseline] = ["global_mean", "bias", "popularity", "als_explicit", "als_implicit", "ease"]
+    """Baselines fitted on the same training interactions as the model (train, or train +
+    validation when it was refit) and scored on the same split. The rating models (`global_mean`,
+    `bias`, `als_explicit`) are skipped on implicit data, where every label is 1; `ease` ranks
+    (from which items a user had) and predicts no ratings."""
 
     bias_reg: float = Field(10.0, ge=0.0)
     """User/item bias baseline: damping added to each count (b_i = sum(r - mu) / (n_i + reg)),
@@ -56,6 +58,13 @@ class EvaluateConfig(Section):
     """MLlib ALS baselines: alternating iterations. Above 10, set a checkpoint dir
     (`spark.conf.spark.checkpoint.dir`): ALS cuts its lineage every 10 iterations only then, and a
     longer lineage can overflow the stack when tasks are deserialised."""
+
+    ease_lambda: float = Field(500.0, gt=0.0)
+    """EASE baseline: L2 strength lambda of the closed form (tune it with jobs/tune.py)."""
+
+    ease_max_items: int = Field(20_000, ge=1)
+    """EASE baseline: skipped (with a note in the report) above this many items with training
+    interactions; it inverts an items x items matrix on the driver (8 x items^2 bytes)."""
 
     als_blocks: int = Field(10, ge=1)
     """MLlib ALS baselines: `numUserBlocks` and `numItemBlocks` (MLlib's default 10; about the

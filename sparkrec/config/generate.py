@@ -29,6 +29,13 @@ class GenerateConfig(Section):
     kind: Literal["explicit", "implicit"] = "explicit"
     """`explicit`: ratings 1-5 from affinity; `implicit`: every row is an event with value 1."""
 
+    drift: float = Field(0.0, ge=0.0, le=1.0)
+    """Sequential structure: how far each user's taste leans, in each period of the year, towards a
+    planted cluster drawn for that user and period (0 = static tastes)."""
+
+    drift_segments: int = Field(12, ge=1)
+    """Periods of the year between which drifting tastes move (`drift` > 0)."""
+
     dirt_rate: float = Field(0.0, ge=0.0, le=0.5)
     """Fraction of rows turned into bad rows (null/empty IDs, bad or out-of-range ratings, bad
     timestamps) or duplicated; true counts go to `<output>/_truth.json`."""

@@ -18,6 +18,11 @@ class ColumnsConfig(Section):
     """Event time column (epoch seconds, or a timestamp string); null when the log has none
     (temporal and leave-last-out splits are then refused)."""
 
+    split: Optional[str] = None
+    """Column holding a split you assigned yourself (`train`, `validation` or `test`, any case),
+    read with `prepare.split.kind=given`; rows holding anything else are quarantined as
+    `bad_split`."""
+
 
 class InputConfig(Section):
     path: str = "lake/raw/interactions"

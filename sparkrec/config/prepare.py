@@ -7,10 +7,11 @@ from sparkrec.config.base import Section
 
 
 class SplitConfig(Section):
-    kind: Literal["random", "leave_last_out", "temporal"] = "leave_last_out"
+    kind: Literal["random", "leave_last_out", "temporal", "given"] = "leave_last_out"
     """`random`: each (user, item) pair goes to a split by a seeded hash of the pair (fractions);
     `leave_last_out`: per user the latest interaction is test (and the second latest validation);
-    `temporal`: global cutoff times. The last two need event times in the log."""
+    `temporal`: global cutoff times (these two need event times in the log); `given`: the log's
+    own split column (`input.columns.split`), e.g. a benchmark's published splits."""
 
     fractions: list[float] = [0.8, 0.1, 0.1]
     """`random` only: [train, validation, test] fractions, summing to 1 (validation may be 0)."""

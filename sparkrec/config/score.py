@@ -23,6 +23,18 @@ class ScoreConfig(Section):
     """Prepared splits whose (user, item) pairs are never recommended back to that user; `[]`
     recommends seen items too."""
 
+    history_splits: list[Literal["train", "validation", "test"]] = ["train", "validation", "test"]
+    """History models (`train.model=sequence`): the prepared splits whose interactions make up each
+    user's history, the latest `sequence.max_len` of which the model reads. Every user with a
+    history is scored from it, including users who arrived after the model was trained."""
+
+    histories: Optional[str] = None
+    """History models: Parquet of interactions in original IDs (`user_id`, `item_id`, optional
+    `timestamp` and `rating`) of users to score from these histories without retraining (e.g.
+    users who signed up since the last prepare). They join the lake's histories of the same
+    users; their items are never recommended back; items unknown to the vocabulary are skipped
+    and counted."""
+
     only_trained_items: bool = True
     """Recommend only items with training interactions: the others' embeddings never left their
     random initialisation, so their scores would be noise."""

@@ -7,10 +7,12 @@ from sparkrec.config.base import Section
 
 
 class TrainConfig(Section):
-    model: Literal["gmf", "mlp", "neumf", "hybrid", "autorec", "multvae"] = "neumf"
+    model: Literal["gmf", "mlp", "neumf", "hybrid", "autorec", "multvae", "sequence"] = "neumf"
     """Model: `gmf`, `mlp`, `neumf` (He et al., Neural Collaborative Filtering, WWW 2017);
     `hybrid` (NeuMF plus a text-CNN item content tower, `content.*`); `autorec` (I-AutoRec,
-    explicit) and `multvae` (Mult-VAE, implicit), see `autoencoder.*`."""
+    explicit) and `multvae` (Mult-VAE, implicit), see `autoencoder.*`; `sequence`, a history-based
+    user tower with no per-user table (SASRec-style self-attention or pooled embeddings over the
+    user's latest items; SVD++-style with biases on explicit ratings), see `sequence.*`."""
 
     backend: Literal["local", "horovod", "torch"] = "local"
     """Launcher: one local process, horovod.spark.run, or Spark's TorchDistributor (DDP)."""
@@ -19,8 +21,17 @@ class TrainConfig(Section):
     """World size: training processes (one Petastorm shard each)."""
 
     objective: Literal["auto", "explicit", "implicit"] = "auto"
-    """`explicit`: MSE on ratings mapped to the rating range; `implicit`: BCE with sampled
-    negatives (every prepared row is a positive); `auto` follows the prepared data's `implicit`."""
+    """`explicit`: learn the ratings; `implicit`: every prepared row is a positive interaction;
+    `auto` follows the prepared data's `implicit`."""
+
+    loss: Literal["auto", "mse", "bce", "bpr", "softmax", "sampled_softmax"] = "auto"
+    """`mse` (explicit ratings); for implicit data `bce` (pointwise, `num_negatives` sampled per
+    positive), `bpr` (pairwise, the same negatives), `softmax` (cross-entropy against every item,
+    computed in chunks of `softmax_chunk_mib`), `sampled_softmax` (against the batch's other
+    positives and `num_negatives` items shared by the batch, with the logQ correction of Yi et al.
+    2019). The softmax losses need a dot-product model: `gmf` or `sequence`; `mlp`, `neumf` and
+    `hybrid` take `bce` or `bpr`. `auto`: `mse` on ratings, else `softmax` for `sequence` and `bce`
+    for the NCF family. The autoencoders have their own losses and take `auto` only."""
 
     factors: int = Field(8, ge=1)
     """GMF embedding dimension (gmf, neumf)."""
@@ -36,8 +47,21 @@ class TrainConfig(Section):
     """Add per-user and per-item bias terms to the output."""
 
     num_negatives: int = Field(4, ge=1)
-    """Implicit only: negatives drawn uniformly per positive, fresh every step on the worker
-    (collisions with the user's positives are not rejected: rare when items >> history)."""
+    """Implicit only: sampled negatives, drawn fresh every step on the worker; per positive for
+    `bce` and `bpr`, shared by the whole batch for `sampled_softmax` (collisions with the user's
+    positives are not rejected for `bce`/`bpr`: rare when items >> history)."""
+
+    negative_sampler: Literal["uniform", "popularity"] = "uniform"
+    """How sampled negatives are drawn: uniformly over the items, or in proportion to their
+    training interactions."""
+
+    in_batch_negatives: bool = True
+    """`sampled_softmax`: the batch's other positives are negatives too (popularity-distributed,
+    corrected like the sampled ones)."""
+
+    softmax_chunk_mib: float = Field(256.0, gt=0)
+    """`softmax`: memory budget of one block of logits (positives x item chunk); the catalogue is
+    scored chunk by chunk in both passes, so 1M items train in bounded memory."""
 
     epochs: int = Field(10, ge=1)
     """Passes over the training data (fewer when early stopping triggers)."""
@@ -70,9 +94,19 @@ class TrainConfig(Section):
     scale_lr: bool = False
     """Multiply the learning rate by the world size (Horovod's rule for a larger global batch)."""
 
-    validation_metric: Literal["auto", "rmse", "hr@10", "loss"] = "auto"
-    """Metric on the validation split chosen for early stopping and the best checkpoint; `auto` is
-    rmse (explicit) or hr@10 against `evaluate.num_negatives` sampled negatives (implicit)."""
+    validation_metric: Literal["auto", "rmse", "mae", "ndcg@10", "hr@10"] = "auto"
+    """Metric on the validation split for early stopping and the best checkpoint; `auto` is rmse
+    (explicit) or ndcg@10 (implicit). The ranking metrics are the evaluate job's full-ranking ones:
+    every validation user of the sample (`validation_users`) ranks every item with training
+    interactions except its own training items, on the worker's device."""
+
+    validation_users: int = Field(10_000, ge=0)
+    """Validation users sampled (seeded) for the per-epoch validation metric; 0 = all of them."""
+
+    refit: bool = False
+    """Train on train + validation for exactly `epochs` epochs, with no validation (the settings
+    and epoch count chosen beforehand on validation, e.g. by jobs/tune.py), so the published model
+    learns from every interaction but test."""
 
     early_stopping_patience: int = Field(0, ge=0)
     """Stop after this many epochs without a better validation metric (0 = never stop early).

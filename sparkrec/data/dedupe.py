@@ -4,7 +4,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkrec.columns import ITEM_ID, RATING, TIMESTAMP, USER_ID
+from sparkrec.columns import ITEM_ID, RATING, SPLIT, TIMESTAMP, USER_ID
 
 FIRST_TS = "first_ts"  # earliest event time of the pair, kept for the vocabularies' first_seen
 EVENTS = "events"      # distinct events merged into the row
@@ -55,6 +55,7 @@ def dedupe(valid: DataFrame, policy: str) -> DataFrame:
             .withColumn(ROWS, F.count(F.lit(1)).over(pair))
             .withColumn(EVENTS, F.col(ROWS) - F.count(F.when(F.col(_REPEAT), 1)).over(pair))
             .select(USER_ID, ITEM_ID, rating.alias(RATING), time.alias(TIMESTAMP),
-                    F.min(TIMESTAMP).over(pair).alias(FIRST_TS), EVENTS, ROWS, _RANK)
+                    F.min(TIMESTAMP).over(pair).alias(FIRST_TS), EVENTS, ROWS, _RANK,
+                    *([SPLIT] if SPLIT in valid.columns else []))  # a given split: the kept event's
             .filter(F.col(_RANK) == 1)
             .drop(_RANK))

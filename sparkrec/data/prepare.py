@@ -184,7 +184,7 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
     p = cfg.prepare
     raw = read_log(spark, cfg.input)
     has_rating, has_time = RATING in raw.columns, TIMESTAMP in raw.columns
-    check_split_possible(p.split, has_time)
+    check_split_possible(p.split, has_time, SPLIT in raw.columns)
     implicit = not has_rating or p.implicit_threshold is not None
     if p.dedupe == "sum" and not implicit:
         raise SparkrecError("prepare.dedupe=sum adds ratings, which only makes sense for implicit counts; set "

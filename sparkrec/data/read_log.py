@@ -8,7 +8,7 @@ from pyspark.sql import DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec import lake
-from sparkrec.columns import ITEM_ID, RATING, TIMESTAMP, USER_ID
+from sparkrec.columns import ITEM_ID, RATING, SPLIT, TIMESTAMP, USER_ID
 from sparkrec.config.input import InputConfig
 from sparkrec.errors import SparkrecError
 
@@ -69,8 +69,8 @@ def _read_mapped(spark: SparkSession, uri: str, cfg: InputConfig) -> DataFrame:
         df = spark.read.option("primitivesAsString", True).json(uri)
         _check_parsed(df, uri, cfg)
     wanted = {USER_ID: cfg.columns.user, ITEM_ID: cfg.columns.item,
-              RATING: cfg.columns.rating, TIMESTAMP: cfg.columns.timestamp}
-    keys = {USER_ID: "user", ITEM_ID: "item", RATING: "rating", TIMESTAMP: "timestamp"}
+              RATING: cfg.columns.rating, TIMESTAMP: cfg.columns.timestamp, SPLIT: cfg.columns.split}
+    keys = {USER_ID: "user", ITEM_ID: "item", RATING: "rating", TIMESTAMP: "timestamp", SPLIT: "split"}
     configured = {target: source for target, source in wanted.items() if source is not None}
     missing = [target for target, source in configured.items() if source not in df.columns]
     if missing and len(missing) == len(configured) and cfg.format != "parquet":

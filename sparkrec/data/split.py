@@ -9,7 +9,7 @@ from sparkrec.config.prepare import SplitConfig
 from sparkrec.errors import SparkrecError
 from sparkrec.hashing import unit_hash
 
-SPLIT = "split"
+from sparkrec.columns import SPLIT  # noqa: E402  (re-exported: the split column of prepare)
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
 _COLD = "_cold"
@@ -65,8 +65,13 @@ def split_temporal(df: DataFrame, cutoffs: list[int]) -> DataFrame:
     return df.withColumn(SPLIT, split.otherwise(TRAIN))
 
 
-def check_split_possible(cfg: SplitConfig, has_timestamp: bool) -> None:
-    """Refuse a time-based split of a log without event times, before any Spark work."""
+def check_split_possible(cfg: SplitConfig, has_timestamp: bool, has_split: bool = False) -> None:
+    """Refuse a time-based split of a log without event times, or a given split without its
+    column, before any Spark work."""
+    if (cfg.kind == "given") != has_split:
+        raise SparkrecError(f"prepare.split.kind={cfg.kind} with input.columns.split "
+                            f"{'unset' if not has_split else 'set'}: a log's own split is read with "
+                            f"prepare.split.kind=given and input.columns.split naming its column, together")
     if cfg.kind in ("leave_last_out", "temporal") and not has_timestamp:
         raise SparkrecError(f"prepare.split.kind={cfg.kind} needs event times, but the log has no timestamp "
                             f"column (input.columns.timestamp is null); set input.columns.timestamp or use "
@@ -90,5 +95,8 @@ def assign_split(df: DataFrame, cfg: SplitConfig, seed: int) -> DataFrame:
     cold = is_cold_item(F.col(ITEM_ID), cfg.cold_item_fraction, seed) if cfg.cold_item_fraction > 0 else None
     if cfg.kind == "leave_last_out":
         return split_leave_last_out(df, cfg.validation, cold)
-    split = split_random(df, cfg.fractions, seed) if cfg.kind == "random" else split_temporal(df, cfg.cutoffs)
+    if cfg.kind == "given":  # validated and lower-cased when the rows were checked
+        split = df
+    else:
+        split = split_random(df, cfg.fractions, seed) if cfg.kind == "random" else split_temporal(df, cfg.cutoffs)
     return split if cold is None else split.withColumn(SPLIT, F.when(cold, TEST).otherwise(F.col(SPLIT)))

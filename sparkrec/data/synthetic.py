@@ -9,7 +9,11 @@ is built on the driver). Structure planted so that a good model measurably beats
 - each event draws ``candidates`` items by popularity and the user picks one by Gumbel-max over
   planted affinity, so choices are personal but still popularity-shaped;
 - explicit ratings are 3 + 1.5 * affinity + noise, rounded and clipped to 1..5; timestamps are
-  spread uniformly over one year.
+  spread uniformly over one year;
+- with ``drift`` > 0, tastes move: the year is cut into ``drift_segments`` periods and in each a
+  user's taste leans (by ``drift``) towards a planted cluster drawn for that (user, period), so a
+  user's recent items predict their next one better than their whole history does (the
+  sequential structure a history-based model can use and a static factor model cannot).
 
 Dirt (``dirt_rate``) turns rows into exactly one kind of bad row, or duplicates them verbatim;
 the ``_dirt`` column records which, so the true counts can be written beside the data.
@@ -38,6 +42,7 @@ NUM_CLUSTERS = 16
 # Independent random streams per row.
 _S_USER, _S_DIRT, _S_DIRT_KIND, _S_TIME, _S_NOISE, _S_CAND, _S_GUMBEL, _S_UFAC = range(8)
 _S_TEXT_TOPIC, _S_TEXT_NOISE, _S_TEXT_ORDER = range(8, 11)
+_S_DRIFT = 11
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -103,7 +108,13 @@ def _events(cfg: GenerateConfig, ids: np.ndarray) -> dict[str, np.ndarray]:
     cells = ids[:, None].astype(np.uint64) * np.uint64(cfg.candidates) + np.arange(cfg.candidates, dtype=np.uint64)
     cand = np.searchsorted(cdf, uniform(s, cells.ravel(), _S_CAND), side="right")
     cand = np.minimum(cand, cfg.num_items - 1).reshape(len(ids), cfg.candidates)
+    timestamps = START_TS + (uniform(s, ids, _S_TIME) * YEAR_S).astype(np.int64)
     p = user_factors(s, users, cfg.factors)
+    if cfg.drift > 0:  # the user's taste in this period of the year leans towards a drawn cluster
+        period = ((timestamps - START_TS) * cfg.drift_segments // YEAR_S).astype(np.uint64)
+        user_periods = users.astype(np.uint64) * np.uint64(cfg.drift_segments) + period
+        current = (uniform(s, user_periods, _S_DRIFT) * NUM_CLUSTERS).astype(np.int64)
+        p = (1.0 - cfg.drift) * p + cfg.drift * 1.5 * cluster_centroids(s, cfg.factors)[current]
     affinity = np.einsum("nk,nck->nc", p, q[cand]) / np.sqrt(cfg.factors)
     gumbel = -np.log(-np.log(np.clip(uniform(s, cells.ravel(), _S_GUMBEL), 1e-12, 1 - 1e-12)))
     pick = np.argmax(affinity / 0.5 + gumbel.reshape(affinity.shape), axis=1)
@@ -118,19 +129,24 @@ def _events(cfg: GenerateConfig, ids: np.ndarray) -> dict[str, np.ndarray]:
         "user": users,
         "item": cand[rows, pick],
         "rating": rating,
-        "timestamp": START_TS + (uniform(s, ids, _S_TIME) * YEAR_S).astype(np.int64),
+        "timestamp": timestamps,
     }
 
 
-def _dirt_kinds(cfg: GenerateConfig, ids: np.ndarray) -> np.ndarray:
+def _dirt_kinds(cfg: GenerateConfig, cols: ColumnsConfig, ids: np.ndarray) -> np.ndarray:
+    """The dirt of each row (None = clean), drawn among the kinds the log's columns can carry: a
+    log without ratings (or times) cannot hold a bad rating (or time)."""
+    kinds = [k for k in DIRT_KINDS
+             if not (k in (quality.BAD_RATING, quality.RATING_OUT_OF_RANGE) and not cols.rating)
+             and not (k == quality.BAD_TIMESTAMP and not cols.timestamp)]
     dirty = uniform(cfg.seed, ids, _S_DIRT) < cfg.dirt_rate
-    kind = (uniform(cfg.seed, ids, _S_DIRT_KIND) * len(DIRT_KINDS)).astype(np.int64)
-    return np.where(dirty, np.asarray(DIRT_KINDS, dtype=object)[kind], None)
+    kind = (uniform(cfg.seed, ids, _S_DIRT_KIND) * len(kinds)).astype(np.int64)
+    return np.where(dirty, np.asarray(kinds, dtype=object)[kind], None)
 
 
 def _as_frame(cfg: GenerateConfig, cols: ColumnsConfig, ids: np.ndarray) -> pd.DataFrame:
     ev = _events(cfg, ids)
-    dirt = _dirt_kinds(cfg, ids)
+    dirt = _dirt_kinds(cfg, cols, ids)
     out = {
         cols.user: pd.Series("u" + pd.Series(ev["user"]).astype(str), dtype=object),
         cols.item: pd.Series("i" + pd.Series(ev["item"]).astype(str), dtype=object),

@@ -4,11 +4,12 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from sparkrec.columns import ITEM_ID, RATING, REASON, TIMESTAMP, USER_ID
+from sparkrec.columns import ITEM_ID, RATING, REASON, SPLIT, TIMESTAMP, USER_ID
 from sparkrec.data import quality
 
 _PARSED_RATING = "_parsed_rating"
 _PARSED_TIME = "_parsed_time"
+GIVEN_SPLITS = ("train", "validation", "test")
 # Epoch seconds beyond this (year ~5138) are not times but garbage, and would overflow a long.
 _MAX_EPOCH_S = 1e11
 
@@ -60,6 +61,9 @@ def check_rows(raw: DataFrame, rating_min: float, rating_max: float) -> DataFram
                   .when((rating < rating_min) | (rating > rating_max), quality.RATING_OUT_OF_RANGE))
     if TIMESTAMP in raw.columns:
         reason = reason.when(F.col(_PARSED_TIME).isNull(), quality.BAD_TIMESTAMP)
+    if SPLIT in raw.columns:
+        df = df.withColumn(SPLIT, F.lower(F.trim(F.col(SPLIT))))
+        reason = reason.when(~F.coalesce(F.col(SPLIT).isin(*GIVEN_SPLITS), F.lit(False)), quality.BAD_SPLIT)
     return df.withColumn(REASON, reason)
 
 
@@ -85,7 +89,8 @@ def valid_rows(checked: DataFrame) -> DataFrame:
     DataFrame
         ``user_id`` string, ``item_id`` string, ``rating`` double (1.0 when the log has no
         rating column: every row is one event), ``timestamp`` long epoch seconds (null when the
-        log has no timestamp column).
+        log has no timestamp column), and ``split`` string (lower case) when the log gives one.
     """
+    given = [SPLIT] if SPLIT in checked.columns else []
     return checked.filter(F.col(REASON).isNull()).select(
-        USER_ID, ITEM_ID, F.col(_PARSED_RATING).alias(RATING), F.col(_PARSED_TIME).alias(TIMESTAMP))
+        USER_ID, ITEM_ID, F.col(_PARSED_RATING).alias(RATING), F.col(_PARSED_TIME).alias(TIMESTAMP), *given)

@@ -21,6 +21,7 @@ from sparkrec.config import Config, dump_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.baselines import GlobalMean, MllibAls, Popularity, Recommender, UserItemBias
+from sparkrec.evaluate.ease import Ease
 from sparkrec.evaluate.candidates import (
     full_ranking_lists, interactions, relevant_test_pairs, sample_negatives, sampled_lists,
 )
@@ -129,6 +130,13 @@ def fit_baselines(train: DataFrame, cfg: Config, prepared: dict) -> tuple[list[R
             fitted.append(UserItemBias.fit(train, e.bias_reg, tuple(prepared["rating_range"]), cfg.seed))
         elif name == "popularity":
             fitted.append(Popularity.fit(train))
+        elif name == "ease":
+            items = train.select(ITEM_IDX).distinct().count()
+            if items > e.ease_max_items:
+                skipped.append(f"ease: skipped, {items} items with training interactions exceed "
+                               f"evaluate.ease_max_items={e.ease_max_items} (it inverts an items x items matrix)")
+                continue
+            fitted.append(Ease.fit(train, e.ease_lambda))
         else:
             fitted.append(MllibAls.fit(train, name == "als_implicit", e.als_rank, e.als_reg, e.als_alpha,
                                        e.als_max_iter, e.als_blocks, cfg.seed))
@@ -264,7 +272,12 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
         subject = TopKTable.load(spark, lake_uri, cfg.name, prepared)
         exclude_splits = list(subject.manifest.get("exclude_splits") or [])
     else:
-        subject = TrainedModel.load(spark, lake_uri, cfg.name, prepared, train)
+        # A history model reads the user's interactions before the held-out split.
+        before = ["train", "validation"] if e.split == "test" else ["train"]
+        subject = TrainedModel.load(spark, lake_uri, cfg.name, prepared, splits, before)
+        if subject.meta.get("refit") and e.split == "validation":
+            raise SparkrecError(f"model {cfg.name!r} was refit on train + validation (train.refit=true), so the "
+                                f"validation split cannot judge it; evaluate it on test, or train without refit")
         # Evaluating on validation: its own pairs are the positives, not known items.
         exclude_splits = [name for name in e.exclude_splits if name != e.split]
 
@@ -282,7 +295,10 @@ def run_evaluate(spark: SparkSession, cfg: Config) -> dict:
         results[subject.name]["notes"].append(
             f"{subject.name}: the table holds {subject.depth} items per user, so metrics at K > {subject.depth} "
             f"see at most {subject.depth} (precision@K still divides by K)")
-    baselines, skipped = fit_baselines(train, cfg, prepared)
+    # Baselines learn from what the model learned from: train, or train + validation when it was refit.
+    refit = isinstance(subject, TrainedModel) and subject.meta.get("refit") and "validation" in splits
+    fit_on = train.unionByName(splits["validation"]) if refit else train
+    baselines, skipped = fit_baselines(fit_on, cfg, prepared)
     for rec in baselines:
         name = rec.name if rec.name not in results else f"{rec.name} (baseline)"
         baseline = evaluate_recommender(rec, data, implicit)

@@ -12,8 +12,10 @@ from pyspark.sql import functions as F
 from sparkrec import lake
 from sparkrec.columns import ITEM_ID, ITEM_IDX, PREDICTION, RANK, SCORE, USER_ID, USER_IDX
 from sparkrec.data.index_ids import read_vocab
+from sparkrec.data.sequences import user_histories
 from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.baselines import Recommender
+from sparkrec.models.block_scoring import is_history_model
 from sparkrec.models.store import check_same_data, read_meta, resolve_model
 from sparkrec.score.pairs import score_index_pairs
 from sparkrec.score.publish import POINTER, scores_root
@@ -31,31 +33,48 @@ class TrainedModel(Recommender):
     embeddings never left their initialisation, and no baseline can rank them either.
     """
 
-    def __init__(self, spark: SparkSession, name: str, model_uri: str, meta: dict, trained_items: DataFrame):
+    def __init__(self, spark: SparkSession, name: str, model_uri: str, meta: dict, trained_items: DataFrame,
+                 histories: DataFrame | None = None):
         self.spark, self.name, self.model_uri, self.meta = spark, name, model_uri, meta
-        self.trained_items = trained_items
+        self.trained_items, self.histories = trained_items, histories
         self.predicts_ratings = not meta["implicit"]
 
     @classmethod
-    def load(cls, spark: SparkSession, lake_uri: str, name: str, prepared: dict, train: DataFrame) -> "TrainedModel":
+    def load(cls, spark: SparkSession, lake_uri: str, name: str, prepared: dict, splits: dict[str, DataFrame],
+             known: list[str]) -> "TrainedModel":
+        """The published model ``name``; ``splits`` are the prepared splits by name and ``known``
+        the ones whose interactions the user had before the held-out one (a history model reads
+        them as the user's history)."""
         uri = resolve_model(lake_uri, name)
         meta = read_meta(uri)
         check_same_data(f"model {name!r} ({uri})", meta["data_hash"], prepared, fix=RESCORE)
-        return cls(spark, name, uri, meta, train.select(ITEM_IDX).distinct())
+        trained_on = ["train", "validation"] if meta.get("refit") else ["train"]
+        trained = [splits[s].select(ITEM_IDX) for s in trained_on if s in splits]
+        items = trained[0].unionByName(trained[1]) if len(trained) > 1 else trained[0]
+        histories = None
+        if is_history_model(meta["model"]):
+            before = [splits[s] for s in known if s in splits]
+            source = before[0]
+            for more in before[1:]:
+                source = source.unionByName(more)
+            histories = user_histories(source, meta["model"]["max_len"]).cache()
+        return cls(spark, name, uri, meta, items.distinct(), histories)
 
     def describe(self) -> dict:
         return {"kind": "model", "name": self.name, "version": self.model_uri, "model": self.meta.get("model"),
-                "best_epoch": self.meta.get("best_epoch"), "metric": self.meta.get("metric")}
+                "best_epoch": self.meta.get("best_epoch"), "metric": self.meta.get("metric"),
+                "loss": self.meta.get("loss"), "refit": self.meta.get("refit")}
 
     def score_pairs(self, pairs: DataFrame) -> DataFrame:
-        return score_index_pairs(self.spark, self.model_uri, pairs).drop(PREDICTION)
+        return score_index_pairs(self.spark, self.model_uri, pairs, self.histories).drop(PREDICTION)
 
     def rating_predictions(self, pairs: DataFrame) -> DataFrame:
-        return score_index_pairs(self.spark, self.model_uri, pairs).drop(SCORE)
+        return score_index_pairs(self.spark, self.model_uri, pairs, self.histories).drop(SCORE)
 
     def top_k(self, users: DataFrame, k: int, exclude: DataFrame) -> DataFrame:
         # Ranks as the score engine delivers them (ties broken by torch.topk).
-        return top_k_indices(self.spark, self.model_uri, users, k, exclude, items=self.trained_items)
+        return top_k_indices(self.spark, self.model_uri, users, k, exclude, items=self.trained_items,
+                             histories=self.histories)
 
 
 class TopKTable(Recommender):

@@ -53,6 +53,8 @@ class HybridConfig:
     rating_min: float
     rating_max: float
     use_bias: bool
+    dense_items: bool
+    """Always false: the hybrid trains with pairwise losses, whose gradients touch the batch's items only."""
     token_dim: int
     cnn_widths: tuple[int, ...]
     cnn_filters: int
@@ -88,7 +90,7 @@ class HybridConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "HybridConfig":
-        return cls(**d)
+        return cls(**{"dense_items": False, **d})
 
 
 class HybridNCF(nn.Module):

@@ -39,6 +39,8 @@ class NCFConfig:
     rating_max: float
     use_bias: bool
     """Add per-user and per-item biases to the raw output."""
+    dense_items: bool
+    """GMF item tables get dense gradients (a full-softmax loss touches every item every step)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mlp_layers", tuple(int(w) for w in self.mlp_layers))
@@ -62,11 +64,12 @@ class NCFConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NCFConfig":
-        return cls(**{**d, "mlp_layers": tuple(d["mlp_layers"])})
+        # Models saved before train.loss existed trained sparse tables only.
+        return cls(**{"dense_items": False, **d, "mlp_layers": tuple(d["mlp_layers"])})
 
 
-def _embedding(n: int, dim: int) -> nn.Embedding:
-    emb = nn.Embedding(n, dim, sparse=True)
+def _embedding(n: int, dim: int, sparse: bool = True) -> nn.Embedding:
+    emb = nn.Embedding(n, dim, sparse=sparse)
     nn.init.normal_(emb.weight, std=INIT_STD)
     return emb
 
@@ -94,7 +97,7 @@ class NCF(nn.Module):
         width = 0
         if cfg.kind in ("gmf", "neumf"):
             self.user_gmf = _embedding(cfg.num_users, cfg.factors)
-            self.item_gmf = _embedding(cfg.num_items, cfg.factors)
+            self.item_gmf = _embedding(cfg.num_items, cfg.factors, sparse=not cfg.dense_items)
             width += cfg.factors
         if cfg.kind in ("mlp", "neumf"):
             self.user_mlp = _embedding(cfg.num_users, cfg.mlp_layers[0] // 2)
@@ -104,7 +107,7 @@ class NCF(nn.Module):
         self.output = nn.Linear(width, 1)
         if cfg.use_bias:
             self.user_bias = nn.Embedding(cfg.num_users, 1, sparse=True)
-            self.item_bias = nn.Embedding(cfg.num_items, 1, sparse=True)
+            self.item_bias = nn.Embedding(cfg.num_items, 1, sparse=not cfg.dense_items)
             nn.init.zeros_(self.user_bias.weight)
             nn.init.zeros_(self.item_bias.weight)
 
@@ -129,6 +132,30 @@ class NCF(nn.Module):
         if item_bias is not None:
             raw = raw + self.user_bias(user_idx).squeeze(1) + item_bias.squeeze(1)
         return raw
+
+    def is_dot_product(self) -> bool:
+        """GMF's score is a dot product of a user vector and an item vector (plus biases):
+        ``output(p_u * q_i) = (p_u * w) . q_i + b``, so the softmax losses and matrix-product
+        top-K apply. The MLP tower of mlp and neumf breaks that."""
+        return self.cfg.kind == "gmf"
+
+    def user_vectors(self, user_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GMF only: (user vectors [B, factors], user constants [B]) such that the raw score of
+        item i is ``vector . item_table()[0][i] + item bias + constant``."""
+        vectors = self.user_gmf(user_idx) * self.output.weight[0]
+        constants = self.output.bias.expand(len(user_idx))
+        if self.cfg.use_bias:
+            constants = constants + self.user_bias(user_idx)[:, 0]
+        return vectors, constants
+
+    def item_table(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """GMF only: (item vectors [num_items, factors], item biases [num_items] or None)."""
+        return self.item_gmf.weight, self.item_bias.weight[:, 0] if self.cfg.use_bias else None
+
+    def item_rows(self, item_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """GMF only: ``item_table()`` rows of ``item_idx`` through the embedding lookups (so a
+        sparse table gets a sparse gradient)."""
+        return self.item_gmf(item_idx), self.item_bias(item_idx)[..., 0] if self.cfg.use_bias else None
 
     def negative_candidates(self) -> torch.Tensor | None:
         """Items a training step may draw as sampled negatives; None = every item."""

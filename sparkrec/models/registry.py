@@ -13,12 +13,14 @@ from torch import nn
 from sparkrec.models.autoencoders import AutoRec, AutoRecConfig, MultVAE, MultVAEConfig
 from sparkrec.models.hybrid import KIND as HYBRID_KIND, HybridConfig, HybridNCF
 from sparkrec.models.ncf import KINDS as NCF_KINDS, NCF, NCFConfig
+from sparkrec.models.sequence import KIND as SEQUENCE_KIND, SequenceConfig, SequenceModel
 
 # kind -> (config class, module class)
 FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {kind: (NCFConfig, NCF) for kind in NCF_KINDS}
 FAMILIES["autorec"] = (AutoRecConfig, AutoRec)
 FAMILIES["multvae"] = (MultVAEConfig, MultVAE)
 FAMILIES[HYBRID_KIND] = (HybridConfig, HybridNCF)
+FAMILIES[SEQUENCE_KIND] = (SequenceConfig, SequenceModel)
 # Kinds that score items without training interactions (from item content).
 COLD_ITEM_KINDS = frozenset({HYBRID_KIND})
 

@@ -133,3 +133,25 @@ def check_same_data(what: str, data_hash: str, prepared: dict, fix: str = RETRAI
     if data_hash != prepared["data_hash"]:
         raise SparkrecError(f"{what} was built from prepared data {data_hash}, but the published prepared data is "
                             f"{prepared['data_hash']}: its indices may name other users and items; {fix}")
+
+
+def check_stable_items(what: str, meta: dict, prepared: dict) -> None:
+    """Refuse prepared data whose item indices may name other items than a history model's.
+
+    A history model (``sequence``) has no user vocabulary: it stays valid on any later prepared
+    version that kept the item indices it was trained with (``prepare.extend_vocab``, which only
+    appends new IDs), and scores users who arrived since from their histories.
+
+    Raises
+    ------
+    SparkrecError
+        The prepared data was indexed from scratch since, or knows fewer items than the model.
+    """
+    if meta["data_hash"] == prepared["data_hash"]:
+        return
+    extended = prepared.get("config", {}).get("prepare", {}).get("extend_vocab", False)
+    if not extended or prepared["num_items"] < meta["model"]["num_items"]:
+        raise SparkrecError(f"{what} was trained on prepared data {meta['data_hash']}, and the published prepared "
+                            f"data {prepared['data_hash']} was indexed from scratch (prepare.extend_vocab=false) or "
+                            f"knows fewer items ({prepared['num_items']} < {meta['model']['num_items']}), so item "
+                            f"indices may name other items; {RETRAIN}")

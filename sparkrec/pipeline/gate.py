@@ -1,27 +1,29 @@
 """Quality gate: is a newly trained model at least as good as the published one?
 
-Both models are judged on the same rows: the current validation split, restricted to users and
-items that both models know (the stable vocabulary makes indices below the older model's sizes
-name the same users and items). Explicit data is judged by RMSE, implicit data by HR@10 against
-``evaluate.num_negatives`` sampled negatives (the NCF protocol, seeded), through the evaluate
-job's own metric code and the score engine, as served.
+Both models are judged on the same users and by the training loop's own validation metric
+(``sparkrec.train.validation``: full-ranking NDCG@10 on implicit data, RMSE on ratings; the evaluate
+job's definitions): a seeded sample of the current validation split's users (``train.validation_users``),
+restricted to the users and items both models know (the stable vocabulary makes indices below the
+older model's sizes name the same users and items; a history model knows every user with a
+history). The sample is built in Spark; the two small computations run on the driver.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+import numpy as np
+import pyarrow as pa
+import torch
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sparkrec.columns import ITEM_IDX, LABEL, RANK, SCORE, USER_IDX
+from sparkrec.columns import ITEM_IDX, USER_IDX
+from sparkrec.config import Config
 from sparkrec.errors import SparkrecError
-from sparkrec.evaluate.candidates import interactions, sample_negatives, sampled_lists
-from sparkrec.evaluate.ranking_metrics import LIST_ID, mean_over_users, per_list_metrics, rank_by_score
-from sparkrec.evaluate.rating_metrics import rating_metrics
-from sparkrec.models.store import read_meta
-from sparkrec.score.pairs import score_index_pairs
-
-GATE_K = 10
+from sparkrec.models.block_scoring import is_history_model
+from sparkrec.models.store import load_model_version
+from sparkrec.train.inputs import validation_sample
+from sparkrec.train.validation import LOWER_IS_BETTER, sample_of, validate
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Verdict:
     published: float
     tolerance: float
     rows: int
+    """Validation users judged."""
 
     @property
     def regression(self) -> float:
@@ -45,23 +48,10 @@ class Verdict:
 
     def describe(self) -> str:
         return (f"{self.metric} of the new model {self.candidate:.4f} vs published {self.published:.4f} on "
-                f"{self.rows} validation rows (regression {self.regression:+.4f}, tolerance {self.tolerance})")
+                f"{self.rows} validation users (regression {self.regression:+.4f}, tolerance {self.tolerance})")
 
 
-def _common_rows(validation: DataFrame, metas: list[dict]) -> DataFrame:
-    users = min(m["num_users"] for m in metas)
-    items = min(m["num_items"] for m in metas)
-    return validation.where((F.col(USER_IDX) < users) & (F.col(ITEM_IDX) < items))
-
-
-def _hit_rate(spark: SparkSession, model: str, lists: DataFrame, candidates: DataFrame, seed: int) -> float:
-    ranked = rank_by_score(score_index_pairs(spark, model, candidates), seed)
-    hits = ranked.where(F.col(ITEM_IDX) == F.col(LIST_ID)).select(USER_IDX, LIST_ID, RANK)
-    return mean_over_users(per_list_metrics(lists, hits, [GATE_K]), [GATE_K])[f"hr@{GATE_K}"]
-
-
-def compare(spark: SparkSession, prepared: dict, candidate: str, published: str, tolerance: float,
-            num_negatives: int, seed: int) -> Verdict:
+def compare(spark: SparkSession, cfg: Config, prepared: dict, candidate: str, published: str) -> Verdict:
     """Judge model version ``candidate`` against ``published`` on ``prepared``'s validation split.
 
     Raises
@@ -69,30 +59,42 @@ def compare(spark: SparkSession, prepared: dict, candidate: str, published: str,
     SparkrecError
         The prepared data has no validation rows the two models can both score.
     """
-    metas = [read_meta(candidate), read_meta(published)]
-    split = prepared["splits"].get("validation") or {}
-    if not split.get("rows"):
+    if not prepared["splits"].get("validation", {}).get("rows"):
         raise SparkrecError("the quality gate needs a validation split, the prepared data has none; enable "
                             "prepare.split.validation (leave_last_out) or give prepare.split.fractions a validation share")
-    validation = _common_rows(spark.read.parquet(split["path"]), metas).cache()
-    rows = validation.count()
-    if rows == 0:
-        raise SparkrecError(f"no validation row has a user and item known to both {candidate} and {published}")
-    try:
-        if not prepared["implicit"] and not metas[0]["implicit"]:
-            pairs = validation.select(USER_IDX, ITEM_IDX, LABEL)
-            values = [rating_metrics(score_index_pairs(spark, m, pairs).drop(SCORE))["rmse"]
-                      for m in (candidate, published)]
-            return Verdict("rmse", False, values[0], values[1], tolerance, rows)
-        lists = sampled_lists(validation.select(USER_IDX, ITEM_IDX))
-        train = spark.read.parquet(prepared["splits"]["train"]["path"])
-        negatives, targets = sample_negatives(lists, interactions(train, validation), min(m["num_items"] for m in metas),
-                                              num_negatives, seed)
-        candidates = lists.select(USER_IDX, LIST_ID, ITEM_IDX).unionByName(negatives).cache()
-        lists = lists.drop(ITEM_IDX).cache()
-        values = [_hit_rate(spark, m, lists, candidates, seed) for m in (candidate, published)]
-        for df in (negatives, targets, candidates, lists):
-            df.unpersist()
-        return Verdict(f"hr@{GATE_K}", True, values[0], values[1], tolerance, rows)
-    finally:
-        validation.unpersist()
+    models = [load_model_version(v) for v in (candidate, published)]
+    model_cfgs = [meta["model"] for _, meta in models]
+    items = min(m["num_items"] for m in model_cfgs)
+    users = [m.get("num_users") for m in model_cfgs if not is_history_model(m)]
+    history_len = max((m["max_len"] for m in model_cfgs if is_history_model(m)), default=None)
+    sample = validation_sample(spark, prepared, ["train"], cfg.train.validation_users, cfg.seed, history_len)
+    if users:
+        sample = sample.where(F.col(USER_IDX) < min(users))
+    table = pa.Table.from_pandas(sample.toPandas(), preserve_index=False)
+    table = _known_items_only(table, items)
+    if table.num_rows == 0:
+        raise SparkrecError(f"no validation user has an item known to both {candidate} and {published}")
+    train = spark.read.parquet(prepared["splits"]["train"]["path"])
+    trained = np.zeros(items, dtype=bool)
+    trained[train.where(F.col(ITEM_IDX) < items).select(ITEM_IDX).distinct().toPandas()[ITEM_IDX].to_numpy()] = True
+    values, metric = [], None
+    for model, meta in models:
+        implicit = meta["implicit"]
+        metric = "ndcg@10" if implicit else "rmse"
+        own = sample_of(table, 0, 1, meta["model"]["max_len"] if is_history_model(meta["model"]) else None)
+        allowed = torch.from_numpy(np.pad(trained, (0, meta["model"]["num_items"] - items)))
+        values.append(validate(model, own, allowed, bool(prepared.get("cold_items")), torch.device("cpu"))[metric])
+    return Verdict(metric, not LOWER_IS_BETTER[metric], values[0], values[1], cfg.pipeline.gate_tolerance,
+                   table.num_rows)
+
+
+def _known_items_only(table: pa.Table, items: int) -> pa.Table:
+    """Targets restricted to items both models know; users left without a target are dropped."""
+    frame = table.to_pandas()
+    for col, labels in (("targets", "target_labels"),):
+        kept = [(np.asarray(t)[np.asarray(t) < items], np.asarray(lab)[np.asarray(t) < items])
+                for t, lab in zip(frame[col], frame[labels])]
+        frame[col] = [k[0] for k in kept]
+        frame[labels] = [k[1] for k in kept]
+    frame = frame[frame["targets"].map(len) > 0]
+    return pa.Table.from_pandas(frame, preserve_index=False)

@@ -196,8 +196,7 @@ def _train_and_gate(spark: SparkSession, cfg: Config, r: Run, prepared: dict) ->
     outputs = {"version": candidate, "parent": meta.get("parent"), "best_epoch": summary["best_epoch"],
                "metric": summary["metric"], "history": meta.get("history")}
     if published is not None and cfg.pipeline.gate:
-        verdict = gate.compare(spark, prepared, candidate, published, cfg.pipeline.gate_tolerance,
-                               cfg.evaluate.num_negatives, cfg.seed)
+        verdict = gate.compare(spark, cfg, prepared, candidate, published)
         r.summary["gate"] = {"metric": verdict.metric, "candidate": verdict.candidate, "published": verdict.published,
                              "published_version": published, "candidate_version": candidate,
                              "tolerance": verdict.tolerance, "rows": verdict.rows, "passed": verdict.passed}

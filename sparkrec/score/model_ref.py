@@ -10,8 +10,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 from sparkrec.models.ncf import NCF
+from sparkrec.models.block_scoring import BlockScorer, make_scorer
 from sparkrec.models.store import load_model_version
-from sparkrec.score.block_scoring import BlockScorer, make_scorer
+from sparkrec.models.block_scoring import BlockScorer, make_scorer
 
 
 @lru_cache(maxsize=2)

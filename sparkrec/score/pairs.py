@@ -17,25 +17,55 @@ from pyspark.sql.types import FloatType, StructField, StructType
 
 from sparkrec.columns import INDEX, ITEM_ID, ITEM_IDX, ORIGINAL_ID, PREDICTION, REASON, SCORE, USER_ID, USER_IDX
 from sparkrec.data import quality
+from sparkrec.data.sequences import ITEMS, LABELS
 from sparkrec.errors import SparkrecError
+from sparkrec.models.block_scoring import is_history_model
+from sparkrec.models.store import read_meta
 from sparkrec.score import model_ref
-from sparkrec.score.worker import check_index_range, use_task_cpus
+from sparkrec.score.worker import check_index_range, histories_of, use_task_cpus
 
 UNKNOWN_USER = "unknown_user"      # user ID not in the prepared vocabulary
 UNKNOWN_ITEM = "unknown_item"
 UNTRAINED_USER = "untrained_user"  # in the vocabulary, but no training interactions
 UNTRAINED_ITEM = "untrained_item"
-REASONS = (quality.NULL_USER, quality.NULL_ITEM, UNKNOWN_USER, UNKNOWN_ITEM, UNTRAINED_USER, UNTRAINED_ITEM)
+NO_HISTORY = "no_history"          # history models: the user has no interactions to be scored from
+REASONS = (quality.NULL_USER, quality.NULL_ITEM, UNKNOWN_USER, UNKNOWN_ITEM, UNTRAINED_USER, UNTRAINED_ITEM, NO_HISTORY)
 PAIRS_PER_STEP = 65_536
 
 _TRAINED_USER, _TRAINED_ITEM = "_trained_user", "_trained_item"
 
 
-def _score(model: str):
+def _history_raw(net, frame: pd.DataFrame, key: str, width: int) -> torch.Tensor:
+    """Raw scores of a frame of (user, item, history) rows: each user's vector once, then one dot
+    product per pair. An item index of -1 (an item the model never trained on) scores the user
+    part alone: for ratings, the user's baseline."""
+    first = frame.drop_duplicates(key)
+    row_of = pd.Series(np.arange(len(first)), index=first[key].to_numpy())
+    who = histories_of(first[ITEMS], first[LABELS], width)
+    items = torch.from_numpy(frame[ITEM_IDX].to_numpy(np.int64))
+    with torch.inference_mode():
+        vectors, constants = net.user_vectors(who.items, who.labels if not net.cfg.implicit else None)
+        rows = torch.from_numpy(row_of.loc[frame[key].to_numpy()].to_numpy())
+        raw = constants[rows].clone()
+        known = items >= 0
+        raw[known] = net.scores(vectors[rows][known], constants[rows][known], items[known])
+        return raw
+
+
+def _score(model: str, key: str):
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         use_task_cpus()
         net, meta = model_ref.cached_model(model)
+        history_len = meta["model"]["max_len"] if is_history_model(meta["model"]) else None
         for frame in frames:
+            if history_len:  # scored from the user's history: any user, items of the model's catalogue
+                items = frame[ITEM_IDX].to_numpy(np.int64)
+                check_index_range(items[items >= 0], meta["model"]["num_items"], ITEM_IDX)
+                raw = _history_raw(net, frame, key, history_len)
+                with torch.inference_mode():
+                    prediction = net.to_score(raw)
+                yield frame.drop(columns=[ITEMS, LABELS]).assign(**{SCORE: raw.numpy(), PREDICTION: prediction.numpy()})
+                continue
             if frame[[USER_IDX, ITEM_IDX]].isna().any(axis=None):
                 raise SparkrecError("score_index_pairs got null user_idx/item_idx; drop unindexed pairs first")
             users, items = frame[USER_IDX].to_numpy(np.int64), frame[ITEM_IDX].to_numpy(np.int64)
@@ -51,7 +81,8 @@ def _score(model: str):
     return run
 
 
-def score_index_pairs(spark: SparkSession, model: str, pairs: DataFrame) -> DataFrame:
+def score_index_pairs(spark: SparkSession, model: str, pairs: DataFrame, histories: DataFrame | None = None,
+                      key: str = USER_IDX) -> DataFrame:
     """The model's score for each (user_idx, item_idx) row, computed on the executors.
 
     Parameters
@@ -61,7 +92,10 @@ def score_index_pairs(spark: SparkSession, model: str, pairs: DataFrame) -> Data
         Model version folder URI from ``sparkrec.score.model_ref.resolve_model(lake_uri, name)``.
     pairs : DataFrame
         ``user_idx``, ``item_idx`` (long, not null, within the model's vocabulary) and any other
-        columns, which are passed through.
+        columns, which are passed through. For a history model the user is named by ``key``.
+    histories : DataFrame, optional
+        History models only (and required by them): ``key``, ``items``, ``labels`` (see
+        ``sparkrec.data.sequences.user_histories``); a user without a row has an empty history.
 
     Returns
     -------
@@ -76,7 +110,12 @@ def score_index_pairs(spark: SparkSession, model: str, pairs: DataFrame) -> Data
         (when the result is computed) a null or out-of-range index.
     """
     schema = StructType(pairs.schema.fields + [StructField(SCORE, FloatType()), StructField(PREDICTION, FloatType())])
-    return pairs.mapInPandas(_score(model), schema=schema)
+    if is_history_model(read_meta(model)["model"]):
+        if histories is None:
+            raise ValueError("a history model scores users from their histories: pass histories")
+        # Rows of one user side by side, so each task computes a user's vector once per batch.
+        pairs = pairs.join(histories.select(key, ITEMS, LABELS), key, "left").repartition(key).sortWithinPartitions(key)
+    return pairs.mapInPandas(_score(model, key), schema=schema)
 
 
 def index_pairs(pairs: DataFrame, user_vocab: DataFrame, item_vocab: DataFrame, train: DataFrame) -> DataFrame:
@@ -113,8 +152,40 @@ def index_pairs(pairs: DataFrame, user_vocab: DataFrame, item_vocab: DataFrame, 
     return joined.select(*pairs.columns, USER_IDX, ITEM_IDX, reason.alias(REASON))
 
 
-def score_pairs(spark: SparkSession, model: str, indexed: DataFrame) -> DataFrame:
+def index_history_pairs(pairs: DataFrame, item_vocab: DataFrame, train: DataFrame, histories: DataFrame,
+                        num_items: int) -> DataFrame:
+    """``index_pairs`` for a history model, which knows items only: a pair is scorable when its
+    user has a history (known to the vocabulary or not) and its item had training interactions.
+
+    Returns
+    -------
+    DataFrame
+        ``pairs``' columns plus ``user_id`` string, ``item_idx`` long (null when unknown) and
+        ``reason`` string: null when scorable, else the first of null user, null item,
+        ``no_history``, ``unknown_item``, ``untrained_item`` that applies.
+    """
+    items = item_vocab.select(F.col(ORIGINAL_ID).alias("_iid"), F.col(INDEX).alias(ITEM_IDX))
+    trained_items = (train.where(F.col(ITEM_IDX) < num_items).select(ITEM_IDX).distinct()
+                     .withColumn(_TRAINED_ITEM, F.lit(True)))
+    with_history = histories.select(F.col(USER_ID).alias("_hid")).withColumn("_history", F.lit(True))
+    joined = (pairs.withColumn("_iid", F.col(ITEM_ID).cast("string"))
+              .withColumn("_hid", F.col(USER_ID).cast("string"))
+              .join(items, "_iid", "left").join(trained_items, ITEM_IDX, "left").join(with_history, "_hid", "left"))
+    reason = (F.when(F.col(USER_ID).isNull(), quality.NULL_USER)
+              .when(F.col(ITEM_ID).isNull(), quality.NULL_ITEM)
+              .when(F.col("_history").isNull(), NO_HISTORY)
+              .when(F.col(ITEM_IDX).isNull(), UNKNOWN_ITEM)
+              .when(F.col(_TRAINED_ITEM).isNull(), UNTRAINED_ITEM))
+    return joined.select(*pairs.columns, F.col("_hid").alias("_key"), ITEM_IDX, reason.alias(REASON))
+
+
+def score_pairs(spark: SparkSession, model: str, indexed: DataFrame, histories: DataFrame | None = None,
+                user_baselines: bool = False) -> DataFrame:
     """Scores for the scorable rows of ``index_pairs``' output, nulls for the rest.
+
+    With ``histories`` (a history model, rows from ``index_history_pairs``) and
+    ``user_baselines``, a pair whose item the model never trained on still gets the user's part
+    of the prediction (explicit ratings: the user's baseline rating), its ``reason`` kept.
 
     Returns
     -------
@@ -122,10 +193,17 @@ def score_pairs(spark: SparkSession, model: str, indexed: DataFrame) -> DataFram
         The input pairs' own columns, ``score`` float and ``prediction`` float (null when
         ``reason`` is set, see ``score_index_pairs``), ``reason`` string; one row per input row.
     """
-    columns = [c for c in indexed.columns if c not in (USER_IDX, ITEM_IDX, REASON)]
-    scorable = indexed.filter(F.col(REASON).isNull())
-    scored = score_index_pairs(spark, model, scorable).select(*columns, SCORE, PREDICTION, REASON)
-    unscored = (indexed.filter(F.col(REASON).isNotNull())
+    internal = (USER_IDX, ITEM_IDX, REASON, "_key")
+    columns = [c for c in indexed.columns if c not in internal]
+    key = "_key" if histories is not None else USER_IDX
+    if histories is not None:
+        histories = histories.withColumnRenamed(USER_ID, "_key")
+    item_only = F.col(REASON).isin(UNKNOWN_ITEM, UNTRAINED_ITEM) if user_baselines else F.lit(False)
+    scorable = indexed.filter(F.col(REASON).isNull() | item_only)
+    if histories is not None and user_baselines:  # the item part is left out for these pairs
+        scorable = scorable.withColumn(ITEM_IDX, F.when(item_only, F.lit(-1)).otherwise(F.col(ITEM_IDX)))
+    scored = score_index_pairs(spark, model, scorable, histories, key=key).select(*columns, SCORE, PREDICTION, REASON)
+    unscored = (indexed.filter(F.col(REASON).isNotNull() & ~item_only)
                 .select(*columns, F.lit(None).cast("float").alias(SCORE),
                         F.lit(None).cast("float").alias(PREDICTION), REASON))
     return scored.unionByName(unscored)

@@ -6,6 +6,7 @@ import torch
 from pyspark import TaskContext
 
 from sparkrec.errors import SparkrecError
+from sparkrec.models.block_scoring import Histories
 
 
 def use_task_cpus() -> None:
@@ -21,3 +22,19 @@ def check_index_range(values: np.ndarray, size: int, what: str) -> None:
     if len(bad):
         raise SparkrecError(f"{what} {int(bad[0])} is outside the model's 0..{size - 1} ({len(bad)} such rows); "
                             f"index IDs with the prepared vocabulary the model was trained on")
+
+
+def _padded(series, width: int, fill, dtype) -> np.ndarray:
+    """Arrays of a pandas column (None = empty) right-aligned in a ``[rows, width]`` matrix."""
+    out = np.full((len(series), width), fill, dtype=dtype)
+    for row, values in enumerate(series):
+        if values is not None and len(values):
+            tail = np.asarray(values, dtype=dtype)[-width:]
+            out[row, width - len(tail):] = tail
+    return out
+
+
+def histories_of(items, labels, width: int) -> Histories:
+    """``Histories`` of a batch from pandas columns of item and label arrays (oldest first)."""
+    return Histories(torch.from_numpy(_padded(items, width, -1, np.int64)),
+                     torch.from_numpy(_padded(labels, width, 0.0, np.float32)))

@@ -32,6 +32,7 @@ from petastorm.workers_pool import EmptyResultError
 from petastorm.workers_pool.thread_pool import ThreadPool
 
 from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
+from sparkrec.data.sequences import ITEMS, LABELS
 from sparkrec.data.sparse_vectors import VALUE
 from sparkrec.errors import SparkrecError
 
@@ -219,12 +220,13 @@ class VectorShardReader(ShardReader):
                  threads: int = 1):
         super().__init__(plan, rank, seed, shuffle=shuffle, threads=threads)
         self.key, self.indices = key, indices
+        self.columns = (key, indices, VALUE)
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         size = self.plan.batch_sizes[self.rank]
         pending: list[pa.Table] = []
         held = 0
-        reader = self._open((self.key, self.indices, VALUE))
+        reader = self._open(self.columns)
         reader._results_queue_reader = _ArrowTables()
         try:
             for table in reader:
@@ -253,6 +255,47 @@ class VectorShardReader(ShardReader):
     def empty_batch(self) -> dict[str, torch.Tensor]:
         return {self.key: torch.zeros(0, dtype=torch.int64), "offsets": torch.zeros(1, dtype=torch.int64),
                 "indices": torch.zeros(0, dtype=torch.int64), "values": torch.zeros(0, dtype=torch.float32)}
+
+
+def left_padded(lists: pa.ListArray, width: int, fill: float, dtype) -> np.ndarray:
+    """Rows of an Arrow list column as a ``[rows, width]`` array, each list right-aligned (its
+    last element in the last column) and the columns before it ``fill``; lists longer than
+    ``width`` keep their last ``width`` elements. No per-row Python loop."""
+    offsets = np.asarray(lists.offsets, dtype=np.int64)
+    values = lists.flatten().to_numpy(zero_copy_only=False)
+    lengths = np.diff(offsets)
+    out = np.full((len(lengths), width), fill, dtype=dtype)
+    if not len(values):
+        return out
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = width - lengths[rows] + (np.arange(len(values)) - (offsets[rows] - offsets[0]))
+    keep = cols >= 0
+    out[rows[keep], cols[keep]] = values[keep]
+    return out
+
+
+class WindowShardReader(VectorShardReader):
+    """One pass over one rank's shard of history windows (``sparkrec.train.inputs``) as exactly
+    ``plan.steps`` batches, with the step, padding and row-count rules of :class:`ShardReader`.
+
+    Iterating yields dicts of CPU tensors: ``user_idx`` int64 [B], ``items`` int64 [B, width] and
+    ``labels`` float32 [B, width], each window right-aligned and left-padded with item -1.
+    """
+
+    def __init__(self, plan: ShardPlan, rank: int, seed: int, width: int, shuffle: bool = True, threads: int = 1):
+        super().__init__(plan, rank, seed, USER_IDX, ITEMS, shuffle=shuffle, threads=threads)
+        self.columns = (USER_IDX, ITEMS, LABELS)
+        self.width = width
+
+    def _csr(self, table: pa.Table) -> dict[str, torch.Tensor]:
+        items = left_padded(table.column(self.indices).combine_chunks(), self.width, -1, np.int64)
+        labels = left_padded(table.column(LABELS).combine_chunks(), self.width, 0.0, np.float32)
+        return {self.key: torch.from_numpy(table.column(self.key).to_numpy().astype(np.int64)),
+                "items": torch.from_numpy(items), "labels": torch.from_numpy(labels)}
+
+    def empty_batch(self) -> dict[str, torch.Tensor]:
+        return {self.key: torch.zeros(0, dtype=torch.int64), "items": torch.zeros(0, self.width, dtype=torch.int64),
+                "labels": torch.zeros(0, self.width, dtype=torch.float32)}
 
 
 def check_rows_read(plan: ShardPlan, rows_by_rank: list[int], what: str) -> None:

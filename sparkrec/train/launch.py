@@ -32,16 +32,17 @@ from sparkrec.data.sparse_vectors import current_vectors, publish_vectors
 from sparkrec.errors import SparkrecError
 from sparkrec.session import get_spark
 from sparkrec.train.checkpoint import checkpoint_dir, clear_checkpoints
+from sparkrec.train.inputs import training_inputs
 from sparkrec.train.loop import is_implicit, train
-from sparkrec.train.objectives import AUTOENCODERS
+from sparkrec.train.objectives import AUTOENCODERS, resolve_loss
 from sparkrec.train.validation import metric_name
 
 HOROVOD_START_TIMEOUT_S = 120
 
 
-def worker_main(config: dict, manifest: dict, vectors: dict | None = None) -> dict:
+def worker_main(config: dict, manifest: dict, inputs: dict, vectors: dict | None = None, on_epoch=None) -> dict:
     """Entry point of every worker process: rebuild the config, run the loop."""
-    return train(Config.model_validate(config), manifest, vectors)
+    return train(Config.model_validate(config), manifest, inputs, vectors, on_epoch)
 
 
 def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> None:
@@ -70,6 +71,7 @@ def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> N
             raise SparkrecError("train.model=multvae models implicit feedback, but the prepared data has ratings; "
                                 "set train.objective=implicit (ratings become bag weights) or prepare with "
                                 "prepare.implicit_threshold")
+    _check_loss(cfg, manifest)
     if t.objective == "explicit" and manifest["implicit"]:
         raise SparkrecError("train.objective=explicit, but the prepared data is implicit (every label is 1.0); "
                             "prepare a log with ratings or use train.objective=implicit")
@@ -88,7 +90,41 @@ def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> N
                                 f"or give Spark more cores")
 
 
-def run_training(spark: SparkSession | None, cfg: Config) -> dict:
+def _check_loss(cfg: Config, manifest: dict) -> None:
+    """The loss, the refit and the history model's settings must fit the model and the data."""
+    t, implicit = cfg.train, is_implicit(cfg, manifest)
+    loss = resolve_loss(t.loss, t.model, implicit)
+    if t.model in AUTOENCODERS:
+        if t.loss != "auto" or t.refit:
+            key = "train.loss" if t.loss != "auto" else "train.refit"
+            raise SparkrecError(f"{key} does not apply to train.model={t.model} (it trains on its own "
+                                f"reconstruction loss, from the train split); leave it at its default")
+        return
+    if (loss == "mse") == implicit:
+        raise SparkrecError(f"train.loss={t.loss} does not fit {'implicit' if implicit else 'explicit'} data: use "
+                            f"{'bce, bpr, softmax or sampled_softmax' if implicit else 'mse (or auto)'}")
+    if loss in ("softmax", "sampled_softmax") and t.model not in ("gmf", "sequence"):
+        raise SparkrecError(f"train.loss={loss} scores the whole catalogue by a dot product, which "
+                            f"train.model={t.model} is not (its MLP tower scores one pair at a time); use "
+                            f"train.loss=bce or bpr, or train.model=gmf or sequence")
+    if t.refit and t.early_stopping_patience:
+        raise SparkrecError("train.refit=true trains on train + validation, so there is nothing to stop early on; "
+                            "set train.early_stopping_patience=0 and train.epochs to the epochs validation chose")
+    if t.refit and not manifest["splits"].get("validation", {}).get("rows"):
+        raise SparkrecError("train.refit=true adds the validation split to training, but the prepared data has "
+                            "none; prepare with a validation split or set train.refit=false")
+    if t.model == "sequence":
+        q = cfg.sequence
+        if not implicit and q.encoder != "mean":
+            raise SparkrecError("train.model=sequence on explicit ratings is the SVD++-style pooled history: set "
+                                "sequence.encoder=mean (attention applies to implicit data)")
+        if q.encoder == "attention" and t.factors % q.heads:
+            raise SparkrecError(f"sequence.heads={q.heads} must divide train.factors={t.factors}")
+        if t.pretrained_gmf:
+            raise SparkrecError("train.pretrained_gmf/mlp initialise neumf, not train.model=sequence")
+
+
+def run_training(spark: SparkSession | None, cfg: Config, on_epoch=None) -> dict:
     """Train ``cfg.train.model`` on the published prepared data and publish ``models/<name>``.
 
     Returns
@@ -106,12 +142,15 @@ def run_training(spark: SparkSession | None, cfg: Config) -> dict:
     manifest = load_manifest(cfg.lake)
     check_settings(spark, cfg, manifest)
     vectors = sparse_vectors(spark, cfg, manifest) if cfg.train.model in AUTOENCODERS else None
+    inputs = training_inputs(spark or get_spark(cfg.spark), cfg, manifest, is_implicit(cfg, manifest))
+    if on_epoch is not None and cfg.train.backend != "local":
+        raise SparkrecError("per-epoch callbacks (tuning with pruning) need train.backend=local")
     if not cfg.train.resume:
         clear_checkpoints(checkpoint_dir(cfg.lake, cfg.name))
     failures = 0
     while True:
         try:
-            return _launch(spark, cfg, manifest, vectors)
+            return _launch(spark, cfg, manifest, inputs, vectors, on_epoch)
         except SparkrecError as e:
             failures += 1
             if failures > cfg.train.max_restarts or cfg.train.backend == "local":
@@ -133,12 +172,13 @@ def sparse_vectors(spark: SparkSession | None, cfg: Config, manifest: dict) -> d
                            num_workers=t.num_workers, row_group_bytes=cfg.prepare.row_group_bytes)
 
 
-def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, vectors: dict | None) -> dict:
+def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, inputs: dict, vectors: dict | None,
+            on_epoch=None) -> dict:
     """Run the loop on the configured launcher once; a failed worker becomes a SparkrecError."""
-    args = (dump_config(cfg), manifest, vectors)
+    args = (dump_config(cfg), manifest, inputs, vectors)
     t = cfg.train
     if t.backend == "local":
-        return worker_main(*args)
+        return worker_main(*args, on_epoch=on_epoch)
     if spark is None:
         raise SparkrecError(f"train.backend={t.backend} launches workers through Spark; pass a SparkSession")
     # Keep the tail of the workers' output to name a failure: Horovod reports only exit codes and

@@ -24,6 +24,7 @@ from sparkrec import lake
 from sparkrec.config import Config, dump_config
 from sparkrec.errors import SparkrecError
 from sparkrec.models.autoencoders import AutoRecConfig, MultVAEConfig
+from sparkrec.models import sequence
 from sparkrec.models.ncf import NCF, NCFConfig, neumf_from_pretrained, warm_started
 from sparkrec.models.registry import FAMILIES
 from sparkrec.train import distributed as dist
@@ -31,14 +32,14 @@ from sparkrec.models.store import check_same_data, load_model, load_model_versio
 from sparkrec.train.checkpoint import (
     checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, save_checkpoint,
 )
-from sparkrec.train.feed import check_rows_read, epoch_seed, plan_shards
+from sparkrec.train.feed import check_rows_read, epoch_seed
 from sparkrec.train.hybrid_content import hybrid_config, hybrid_model
-from sparkrec.train.objectives import AUTOENCODERS, make_objective
+from sparkrec.train.inputs import read_item_counts
+from sparkrec.train.objectives import AUTOENCODERS, make_objective, resolve_loss
 from sparkrec.train.optim import lr_factor, make_optimizers, set_lr
 from sparkrec.train.progress import Progress
-from sparkrec.train.validation import is_better, metric_name, validate
+from sparkrec.train.validation import is_better, load_sample, metric_name, validate
 
-VAL_BATCH = 1024  # validation positives per step (x 100 candidates when implicit)
 SEED_READER, SEED_TORCH, SEED_NEGATIVES, SEED_VALIDATION = range(4)
 
 
@@ -50,6 +51,14 @@ def model_config(cfg: Config, manifest: dict) -> NCFConfig:
     """The model's config dataclass (its family's: see ``sparkrec.models.registry``)."""
     t = cfg.train
     lo, hi = manifest["rating_range"]
+    implicit = is_implicit(cfg, manifest)
+    dense_items = resolve_loss(t.loss, t.model, implicit) == "softmax"  # every item row gets a gradient
+    if t.model == "sequence":
+        q = cfg.sequence
+        return sequence.SequenceConfig(kind="sequence", num_items=manifest["num_items"], factors=t.factors,
+                                       max_len=q.max_len, encoder=q.encoder, blocks=q.blocks, heads=q.heads,
+                                       dropout=t.dropout, implicit=implicit, rating_min=float(lo),
+                                       rating_max=float(hi), use_bias=t.use_bias, dense_items=dense_items)
     if t.model == "autorec":
         return AutoRecConfig(kind="autorec", num_users=manifest["num_users"], num_items=manifest["num_items"],
                              hidden=cfg.autoencoder.hidden, implicit=is_implicit(cfg, manifest),
@@ -61,8 +70,8 @@ def model_config(cfg: Config, manifest: dict) -> NCFConfig:
                              input_dropout=a.input_dropout, implicit=is_implicit(cfg, manifest))
     ncf = NCFConfig(kind="neumf" if t.model == "hybrid" else t.model, num_users=manifest["num_users"],
                     num_items=manifest["num_items"], factors=t.factors, mlp_layers=tuple(t.mlp_layers),
-                    dropout=t.dropout, implicit=is_implicit(cfg, manifest), rating_min=float(lo),
-                    rating_max=float(hi), use_bias=t.use_bias)
+                    dropout=t.dropout, implicit=implicit, rating_min=float(lo),
+                    rating_max=float(hi), use_bias=t.use_bias, dense_items=dense_items)
     return hybrid_config(cfg, manifest, ncf) if t.model == "hybrid" else ncf
 
 
@@ -82,6 +91,8 @@ def build_model(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF,
         return hybrid_model(cfg, model_cfg, manifest), None
     if t.warm_start:
         return _warm_start(cfg, model_cfg, manifest)
+    if t.model == "sequence":
+        return sequence.SequenceModel(model_cfg), None
     if not t.pretrained_gmf:
         return NCF(model_cfg), None
     parts, parent = {}, {}
@@ -105,7 +116,8 @@ def _warm_start(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF,
                             f"(prepare.extend_vocab=false), so the previous model's rows may name other IDs; "
                             f"prepare with prepare.extend_vocab=true or train without warm_start")
     try:
-        model = warm_started(model_cfg, previous)
+        model = (sequence.warm_started(model_cfg, previous) if model_cfg.kind == "sequence"
+                 else warm_started(model_cfg, previous))
     except ValueError as e:
         raise SparkrecError(f"cannot warm start from {meta['version']}: {e}") from None
     return model, {"warm_start": source, "name": cfg.name, "version": meta["version"]}
@@ -134,11 +146,14 @@ def train_step(objective, model: torch.nn.Module, trainee: torch.nn.Module, opti
     return loss_sum.detach().double()
 
 
-def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
+def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None, on_epoch=None) -> dict:
     """Train on every rank; rank 0 writes checkpoints and publishes the model.
 
-    ``vectors`` is the manifest of the published sparse vectors an autoencoder trains on
-    (``sparkrec.data.sparse_vectors``; None for NCF).
+    ``inputs`` is the manifest of the published training inputs (``sparkrec.train.inputs``:
+    item counts, the validation sample, history windows); ``vectors`` that of the sparse vectors
+    an autoencoder trains on (``sparkrec.data.sparse_vectors``; None otherwise). ``on_epoch(epoch,
+    record)``, if given, is called after each epoch's validation (one local process only: the
+    tune job prunes trials with it by raising).
 
     Returns
     -------
@@ -157,15 +172,16 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
     log = Progress(enabled=dist.is_main(), every=t.log_every_steps)
 
     # -- data: every rank plans every rank's shard from the manifest --------------------------
-    objective = make_objective(cfg, manifest, vectors, world, is_implicit(cfg, manifest))
+    objective = make_objective(cfg, manifest, inputs, vectors, world, is_implicit(cfg, manifest))
     train_plan = objective.plan
-    has_validation = manifest["splits"].get("validation", {}).get("rows", 0) > 0
-    val_plan = plan_shards(manifest, "validation", world, VAL_BATCH) if has_validation else None
-
-    # -- model and optimizers: from scratch / pretrained, then the latest checkpoint if any -----
     model_cfg = model_config(cfg, manifest)
     implicit = model_cfg.implicit
-    metric = metric_name(t.validation_metric, implicit) if has_validation else None  # None: keep the last epoch
+    sample = (load_sample(inputs["validation"], rank, world, cfg.sequence.max_len if model_cfg.kind == "sequence" else None)
+              if inputs.get("validation") else None)
+    trained_items = read_item_counts(inputs, model_cfg.num_items) > 0 if sample else None
+    metric = metric_name(t.validation_metric, implicit) if sample else None  # None: keep the last epoch
+
+    # -- model and optimizers: from scratch / pretrained, then the latest checkpoint if any -----
     model, parent = build_model(cfg, model_cfg, manifest)
     model.to(device)
     lr = t.lr * (world if t.scale_lr else 1)
@@ -220,11 +236,10 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
         train_loss = dist.all_reduce_sum(loss_sum).item() / objective.loss_units
         record = {"epoch": epoch + 1, "lr": epoch_lr, "train_loss": train_loss, "rows_by_rank": rows_by_rank,
                   "samples_per_s": train_plan.rows / (time.perf_counter() - started)}
-        if val_plan:
+        if sample:
             objective.fold_in(model, device)  # the checkpoint then holds this epoch's codes too
-            scores = validate(model, val_plan, epoch_seed(cfg.seed, 0, 0, SEED_VALIDATION),
-                              cfg.evaluate.num_negatives, device)
-            record.update({f"val_{k}": v for k, v in scores.items() if k != "rows"})
+            scores = validate(model, sample, trained_items, bool(manifest.get("cold_items")), device)
+            record.update({f"val_{k}": v for k, v in scores.items() if k != "users"})
         record["seconds"] = time.perf_counter() - started
         state["history"].append(record)
         state["epoch"] = epoch + 1
@@ -241,12 +256,14 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
                                        "scaler": scaler.state_dict() if scaler else None,
                                        "resume_key": resume_key}, keep=t.keep_checkpoints,
                             also_keep=state["best_epoch"])
+        if on_epoch is not None:
+            on_epoch(epoch + 1, record)
         if t.early_stopping_patience and state["bad_epochs"] >= t.early_stopping_patience:
             log.info(f"early stop: {metric} did not improve for {state['bad_epochs']} epochs")
             break
 
     # -- publish the best epoch's weights ----------------------------------------------------
-    if not val_plan:  # the best epoch is the last one; its codes were not folded in yet
+    if not sample:  # the best epoch is the last one; its codes were not folded in yet
         objective.fold_in(model, device)
     digests = dist.all_gather_object(weights_digest(model))
     published = None
@@ -257,6 +274,8 @@ def train(cfg: Config, manifest: dict, vectors: dict | None = None) -> dict:
         lo, hi = manifest["rating_range"]
         published = save_model(cfg.lake, cfg.name, weights, {
             "model": model_cfg.to_dict(), "config": dump_config(cfg), "num_users": model_cfg.num_users,
+            "loss": resolve_loss(t.loss, t.model, implicit) if t.model not in AUTOENCODERS else "auto",
+            "refit": t.refit, "inputs": inputs.get("version"),
             "num_items": model_cfg.num_items, "implicit": implicit, "rating_range": [lo, hi],
             "data_hash": manifest["data_hash"], "prepared_version": manifest["version"],
             "history": state["history"], "best_epoch": best, "metric": metric, "parent": parent,

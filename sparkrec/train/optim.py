@@ -25,17 +25,29 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 
 
 def make_optimizers(model: nn.Module, t: TrainConfig, lr: float) -> list[torch.optim.Optimizer]:
-    """[embedding optimizer, dense optimizer] (the dense one is omitted when nothing is dense)."""
+    """[embedding optimizer, dense optimizer] (either is omitted when it has nothing to update).
+
+    Embedding tables with dense gradients (an item table under the full-softmax loss) go to the
+    dense optimizer without its weight decay: embeddings are regularised by the L2 penalty on the
+    rows of each batch (``train.weight_decay``), whatever their gradients' layout.
+    """
     sparse, dense = split_parameters(model)
+    tables = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for p in m.parameters()}
+    groups = [{"params": [p for p in dense if id(p) not in tables]},
+              {"params": [p for p in dense if id(p) in tables], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    opts = []
     if t.optimizer == "sgd":
-        opts = [torch.optim.SGD(sparse, lr=lr)]
-        if dense:
-            opts.append(torch.optim.SGD(dense, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay))
+        if sparse:
+            opts.append(torch.optim.SGD(sparse, lr=lr))
+        if groups:
+            opts.append(torch.optim.SGD(groups, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay))
     else:
-        opts = [torch.optim.SparseAdam(sparse, lr=lr)]
+        if sparse:
+            opts.append(torch.optim.SparseAdam(sparse, lr=lr))
         dense_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        if dense:
-            opts.append(dense_cls(dense, lr=lr, weight_decay=t.weight_decay))
+        if groups:
+            opts.append(dense_cls(groups, lr=lr, weight_decay=t.weight_decay))
     return opts
 
 

@@ -1,5 +1,5 @@
 """Score an NCF model (gmf, mlp, neumf) against every item without repeating work that does not
-depend on the pair: the fast ``BlockScorer`` of ``sparkrec.score.block_scoring``.
+depend on the pair: the fast ``BlockScorer`` of ``sparkrec.models.block_scoring``.
 
 The raw NeuMF score of user u and item i (He et al. 2017, with the optional biases) is
 
@@ -12,6 +12,8 @@ where p, q are the GMF embeddings, m, n the MLP embeddings, ``W`` the tower's fi
 - the first tower layer is a per-user projection ``W_u m_u`` plus a per-item projection
   ``W_i n_i + b`` computed once per process, so only ``tail`` runs per pair;
 - the output bias and item bias fold into one per-item constant.
+
+It runs on the device of the model's weights.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from sparkrec.errors import SparkrecError
 
 
 class DecomposedNCF:
-    """Block scorer (``sparkrec.score.block_scoring.BlockScorer``) for an ``NCF`` module (gmf, mlp or neumf; biases optional); see module doc.
+    """Block scorer for an ``NCF`` module (gmf, mlp or neumf; biases optional); see module doc.
 
     Parameters
     ----------
@@ -41,6 +43,7 @@ class DecomposedNCF:
             out_w = out_w[0]
             item_table = model.item_gmf if hasattr(model, "item_gmf") else model.item_mlp
             self.num_items = item_table.num_embeddings
+            self.device = item_table.weight.device
             # Score terms that depend on the user only / the item only.
             self.user_const = None
             self.item_const = model.output.bias.detach().expand(self.num_items).clone()
@@ -70,7 +73,7 @@ class DecomposedNCF:
                     self.item_proj = (item_mlp @ first.weight.detach()[:, dim:].T
                                       + first.bias.detach()).T.contiguous()                 # [hidden, items]
                     self.tail = _tail_steps(rest)
-                    self.buffers = _Buffers()
+                    self.buffers = _Buffers(self.device)
                     self.tower_out = out_w[offset:]
                     widths = [m.out_features for m in rest if isinstance(m, nn.Linear)]
                     # The broadcast sum, then each later layer's output (activations run in place).
@@ -125,15 +128,16 @@ class _Buffers:
     faults on every use (the CPU allocator hands large blocks back to the OS); reuse measured
     10-25% faster. One scorer serves one task at a time (a Python worker runs tasks serially)."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device):
         self._store: dict = {}
+        self.device = device
 
     def get(self, key, shape: tuple[int, int]) -> Tensor:
         """A contiguous float tensor of ``shape`` (contents undefined)."""
         size = shape[0] * shape[1]
         buf = self._store.get(key)
         if buf is None or buf.numel() < size:
-            buf = self._store[key] = torch.empty(size)
+            buf = self._store[key] = torch.empty(size, device=self.device)
         return buf[:size].view(shape)
 
 
@@ -154,5 +158,8 @@ def _tail_steps(modules: nn.Sequential) -> list:
     return steps
 
 
+
 def has_ncf_structure(model: nn.Module) -> bool:
     return hasattr(model, "output") and (hasattr(model, "user_gmf") or hasattr(model, "tower"))
+
+

@@ -1,38 +1,57 @@
-"""Top-K items for a batch of users over any model, in item blocks of bounded memory.
+"""Top-K items for a batch of users over any model, in item blocks of bounded memory: the one
+scoring engine of serving (the score job), evaluation and train-time validation.
 
 A ``BlockScorer`` gives raw scores of a batch of users against a contiguous range of items;
-``top_k_items`` scores the catalog block by block and merges each block into a running top-K, so
-memory stays bounded for any catalog size. ``make_scorer`` picks the scorer: ``DecomposedNCF``
-(``sparkrec.score.decomposed_ncf``) for NCF-shaped models, checked against the model's own
-``forward``, else ``PairwiseScorer``, which runs ``forward`` on every pair (correct for any model,
-just slower).
+``top_k_items`` scores the catalogue block by block and merges each block into a running top-K, so
+memory stays bounded for any catalogue size. ``make_scorer`` picks the scorer:
+``DotProductScorer`` for the history model (user vectors from the users' histories; one matrix
+product per block), ``DecomposedNCF`` (``sparkrec.models.decomposed_ncf``) for NCF-shaped models,
+checked against the model's own ``forward``, else ``PairwiseScorer``, which runs ``forward`` on
+every pair (correct for any model, just slower). Pure torch, no I/O: it runs on the device of the
+model it is given.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from sparkrec.errors import SparkrecError
-from sparkrec.score.decomposed_ncf import DecomposedNCF, has_ncf_structure
+from sparkrec.models.decomposed_ncf import DecomposedNCF, has_ncf_structure
 
 BYTES_PER_FLOAT = 4
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Users given by their histories (for history models): ``items`` long [B, L] left-padded with
+    -1 (latest item last) and ``labels`` float [B, L] (ratings; None for implicit data)."""
+
+    items: Tensor
+    labels: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 class BlockScorer(Protocol):
     """Raw scores of a batch of users against a contiguous range of item indices."""
 
     num_items: int
+    device: torch.device
     floats_per_pair: int
     """Activation floats held per (user, item) pair while a block is scored; sizes the chunks."""
 
-    def user_state(self, users: Tensor) -> object:
-        """Everything per user that the blocks reuse (computed once per user batch)."""
+    def user_state(self, users: Tensor | Histories) -> object:
+        """Everything per user that the blocks reuse (computed once per user batch), from user
+        indices, or histories for a history model."""
 
     def block(self, state: object, start: int, end: int) -> Tensor:
         """New float tensor [batch, end - start] (callers write into it): raw scores of the batch
         against items start..end-1."""
+
 
 
 class PairwiseScorer:
@@ -44,14 +63,52 @@ class PairwiseScorer:
         self.model = model
         self.num_items = num_items
         self.floats_per_pair = floats_per_pair
+        self.device = next(model.parameters()).device
 
     def user_state(self, users: Tensor) -> Tensor:
         return users
 
     def block(self, state: Tensor, start: int, end: int) -> Tensor:
-        items = torch.arange(start, end, dtype=torch.long)
+        items = torch.arange(start, end, dtype=torch.long, device=self.device)
         users = state.repeat_interleave(len(items))
         return self.model(users, items.repeat(len(state))).view(len(state), len(items))
+
+
+class DotProductScorer:
+    """Block scorer of a model whose raw score is ``user vector . item vector + item bias + user
+    constant``: the history model (user vectors from ``Histories``) or GMF (from user indices).
+    The model provides ``user_vectors(...) -> (vectors [B, d], constants [B])`` and
+    ``item_table() -> (vectors [N, d], biases [N] or None)``."""
+
+    floats_per_pair = 1
+
+    def __init__(self, model: nn.Module):
+        model.eval()
+        self.model = model
+        with torch.no_grad():
+            table, bias = model.item_table()
+            self.table = table.detach()
+            self.bias = bias.detach() if bias is not None else torch.zeros(len(table), device=table.device)
+        self.num_items, self.device = len(self.table), self.table.device
+
+    @torch.inference_mode()
+    def user_state(self, users: Tensor | Histories) -> tuple[Tensor, Tensor]:
+        if isinstance(users, Histories):
+            return self.model.user_vectors(users.items.to(self.device),
+                                           None if users.labels is None else users.labels.to(self.device))
+        return self.model.user_vectors(users.to(self.device))
+
+    @torch.inference_mode()
+    def block(self, state: tuple[Tensor, Tensor], start: int, end: int) -> Tensor:
+        vectors, constants = state
+        scores = torch.addmm(self.bias[start:end].expand(len(vectors), -1), vectors, self.table[start:end].T)
+        return scores.add_(constants[:, None])
+
+
+def is_history_model(model_cfg: dict) -> bool:
+    """Whether a saved model config (model.json's ``model``) scores users from their histories."""
+    return model_cfg.get("kind") == "sequence"
+
 
 
 def make_scorer(model: nn.Module, num_items: int, check_pairs: int = 256, seed: int = 0) -> BlockScorer:
@@ -81,6 +138,11 @@ def make_scorer(model: nn.Module, num_items: int, check_pairs: int = 256, seed: 
     """
     # A model that can bake itself into a plain NCF (the hybrid: ID + content item vectors) is
     # served through that NCF; the check below still compares against its own forward.
+    if hasattr(model, "user_vectors") and not hasattr(model, "output"):  # the history model
+        scorer = DotProductScorer(model)
+        if scorer.num_items != num_items:
+            raise SparkrecError(f"model has {scorer.num_items} items but {num_items} were expected")
+        return scorer
     served = model.as_ncf() if hasattr(model, "as_ncf") else model
     if not has_ncf_structure(served):
         return PairwiseScorer(model, num_items)
@@ -119,8 +181,8 @@ def top_k_items(scorer: BlockScorer, users: Tensor, k: int, chunk: int,
     Parameters
     ----------
     scorer : BlockScorer
-    users : LongTensor [B]
-        User indices of this batch.
+    users : LongTensor [B] or Histories
+        User indices of this batch, or their histories (history models).
     k : int
         Items per user.
     chunk : int
@@ -138,10 +200,13 @@ def top_k_items(scorer: BlockScorer, users: Tensor, k: int, chunk: int,
         (k' = min(k, num_items)), and ``counts`` long [B]: how many leading entries of each row
         are real recommendations (fewer than k' when the user has seen nearly every candidate).
     """
-    batch, num_items = len(users), scorer.num_items
+    batch, num_items, device = len(users), scorer.num_items, scorer.device
     k = min(k, num_items)
     if seen_rows is None:
         seen_rows = seen_items = torch.empty(0, dtype=torch.long)
+    seen_rows, seen_items = seen_rows.to(device), seen_items.to(device)
+    if allowed is not None:
+        allowed = allowed.to(device)
     valid = (seen_items >= 0) & (seen_items < num_items)
     seen_rows, seen_items = seen_rows[valid], seen_items[valid]
     candidates = num_items
@@ -149,8 +214,8 @@ def top_k_items(scorer: BlockScorer, users: Tensor, k: int, chunk: int,
         kept = allowed[seen_items]   # a seen non-candidate must not be counted out twice
         seen_rows, seen_items = seen_rows[kept], seen_items[kept]
         candidates = int(allowed.sum())
-    best_scores = torch.empty(batch, 0)
-    best_items = torch.empty(batch, 0, dtype=torch.long)
+    best_scores = torch.empty(batch, 0, device=device)
+    best_items = torch.empty(batch, 0, dtype=torch.long, device=device)
     with torch.inference_mode():
         state = scorer.user_state(users)
         for start in range(0, num_items, chunk):

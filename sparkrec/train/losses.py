@@ -1,0 +1,147 @@
+"""Losses of the one training loop (``train.loss``), as functions of scores.
+
+Dot-product losses take user vectors ``[P, d]`` (one per positive), the positives' item indices
+``[P]`` and the item table ``[N, d]`` with optional biases ``[N]``:
+
+- ``softmax``: cross-entropy of the positive against every item of the catalogue. The logits are
+  computed chunk by chunk in both passes (:class:`ChunkedSoftmaxCE`), so memory is ``P x chunk``
+  whatever the catalogue (1M items fit).
+- ``sampled_softmax``: cross-entropy against a shared candidate set, the batch's own positives
+  (in-batch negatives) plus ``K`` items drawn uniformly or by popularity, scored by one
+  ``[P x (P + K)]`` matrix product. Each logit is corrected by ``-log`` of the item's expected
+  count in the candidate set (logQ correction, Yi et al., RecSys 2019), so the sampled loss is an
+  unbiased stand-in for the full softmax; a candidate equal to a row's own positive (other than
+  the positive itself) is masked ("accidental hit").
+
+Pairwise losses take scores of the positives and of their negatives, so they serve every model:
+
+- ``bce``: binary cross-entropy, positives 1, negatives 0 (NCF's pointwise loss);
+- ``bpr``: ``-log sigmoid(s_pos - s_neg)`` per (positive, negative) pair (Rendle et al., UAI 2009);
+- ``mse``: squared error of predicted ratings (explicit data).
+
+Every function returns the *sum* over examples (the loop scales it into a mean over ranks).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("mse", "bce", "bpr", "softmax", "sampled_softmax")
+DOT_PRODUCT_LOSSES = ("softmax", "sampled_softmax")
+PAIRWISE_LOSSES = ("bce", "bpr")
+
+
+def chunk_size(rows: int, budget_mib: float) -> int:
+    """Items per logits chunk so that a ``rows x chunk`` float block fits ``budget_mib``."""
+    return max(1, int(budget_mib * 2**20) // (4 * max(1, rows)))
+
+
+class ChunkedSoftmaxCE(torch.autograd.Function):
+    """Per-row ``logsumexp_i(u . E_i + b_i) - (u . E_t + b_t)`` without a ``[P, N]`` logits matrix.
+
+    Forward keeps a running logsumexp over item chunks; backward recomputes each chunk's logits and
+    turns them into probabilities, so both passes hold one ``[P, chunk]`` block at a time. Matrix
+    products run in ``dtype`` (bfloat16 halves their cost where the CPU or GPU supports it);
+    the log-sum-exp and the gradients accumulate in float32.
+    """
+
+    @staticmethod
+    def forward(ctx, users, table, bias, targets, chunk: int, dtype):
+        rows, n = users.shape[0], table.shape[0]
+        u = users.to(dtype)
+        lse = torch.full((rows,), float("-inf"), device=users.device)
+        for start in range(0, n, chunk):
+            logits = (u @ table[start:start + chunk].to(dtype).T).float()
+            if bias is not None:
+                logits += bias[start:start + chunk]
+            lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
+        target = (users * table[targets]).sum(1)
+        if bias is not None:
+            target = target + bias[targets]
+        ctx.save_for_backward(users, table, bias, targets, lse)
+        ctx.chunk, ctx.dtype = chunk, dtype
+        return lse - target
+
+    @staticmethod
+    def backward(ctx, grad):
+        users, table, bias, targets, lse = ctx.saved_tensors
+        chunk, dtype = ctx.chunk, ctx.dtype
+        u = users.to(dtype)
+        grad_users = torch.zeros_like(users)
+        grad_table = torch.zeros_like(table)
+        grad_bias = torch.zeros_like(bias) if bias is not None else None
+        for start in range(0, table.shape[0], chunk):
+            block = table[start:start + chunk]
+            logits = (u @ block.to(dtype).T).float()
+            if bias is not None:
+                logits += bias[start:start + chunk]
+            probs = (logits - lse[:, None]).exp_().mul_(grad[:, None])  # d loss / d logit, softmax part
+            grad_users += (probs.to(dtype) @ block.to(dtype)).float()
+            grad_table[start:start + chunk] = (probs.T.to(dtype) @ u).float()
+            if grad_bias is not None:
+                grad_bias[start:start + chunk] = probs.sum(0)
+        # The target's logit enters with a minus sign.
+        grad_users -= grad[:, None] * table[targets]
+        grad_table.index_add_(0, targets, -grad[:, None] * users)
+        if grad_bias is not None:
+            grad_bias.index_add_(0, targets, -grad)
+        return grad_users, grad_table, grad_bias, None, None, None
+
+
+def softmax_loss(users: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None,
+                 *, chunk: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Summed full-softmax cross-entropy of each positive (see module doc)."""
+    if not len(targets):
+        return users.sum() * 0.0
+    return ChunkedSoftmaxCE.apply(users.float(), table.float(), None if bias is None else bias.float(),
+                                  targets, chunk, dtype).sum()
+
+
+def sampled_softmax_loss(users: torch.Tensor, targets: torch.Tensor, candidate_vectors: torch.Tensor,
+                         candidate_bias: torch.Tensor | None, candidates: torch.Tensor,
+                         log_expected_count: torch.Tensor, *, in_batch: bool = True,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Summed sampled-softmax cross-entropy with logQ correction.
+
+    Parameters
+    ----------
+    users : Tensor [P, d]
+    targets : LongTensor [P]
+        The positives; the first P candidates are these, in the same order.
+    candidate_vectors, candidate_bias : Tensor [C, d], [C] or None
+        Item vectors (and biases) of ``candidates``.
+    candidates : LongTensor [C]
+        Item indices: the P positives, then the sampled negatives.
+    log_expected_count : Tensor [C]
+        ``log`` of each candidate item's expected number of appearances in the candidate set.
+    in_batch : bool
+        The other rows' positives are negatives of a row too; otherwise a row sees only its own
+        positive and the sampled ones.
+    """
+    if not len(targets):
+        return users.sum() * 0.0
+    logits = (users.to(dtype) @ candidate_vectors.to(dtype).T).float() - log_expected_count
+    if candidate_bias is not None:
+        logits = logits + candidate_bias.float()
+    rows = torch.arange(len(targets), device=targets.device)
+    masked = candidates[None, :] == targets[:, None]  # accidental hits: the row's positive again
+    if not in_batch:
+        masked[:, : len(targets)] = True
+    masked[rows, rows] = False
+    return F.cross_entropy(logits.masked_fill(masked, float("-inf")), rows, reduction="sum")
+
+
+def pairwise_loss(kind: str, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Summed ``bce`` or ``bpr`` loss of positive scores [P] and their negatives' scores [P, k]."""
+    if kind == "bce":
+        return (F.binary_cross_entropy_with_logits(positive, torch.ones_like(positive), reduction="sum")
+                + F.binary_cross_entropy_with_logits(negative, torch.zeros_like(negative), reduction="sum"))
+    if kind == "bpr":
+        return -F.logsigmoid(positive[:, None] - negative).sum()
+    raise ValueError(f"unknown pairwise loss {kind!r}")
+
+
+def examples_per_positive(kind: str, num_negatives: int) -> int:
+    """Loss terms per positive (the loop divides by this to report a mean): ``bce`` counts each
+    negative as an example, ``bpr`` each pair, the softmax losses one per positive."""
+    return {"bce": 1 + num_negatives, "bpr": num_negatives}.get(kind, 1)
