@@ -251,8 +251,6 @@ _WRAPPERS = ("PythonException", "Py4JJavaError", "SparkException", "ChildFailedE
 # not reliably the first to die: a rank SIGKILLed and the peer that crashed on the broken
 # connection look alike there).
 _HOROVOD_EXIT = re.compile(r"Process name: (?P<who>\S+)\s+Exit code: (?P<code>-?\d+)")
-_TORCHRUN_EXIT = re.compile(r"rank\s*:\s*(?P<rank>\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(?P<code>-?\d+) "
-                            r"\(pid: (?P<pid>\d+)\)")
 _TORCHRUN_EXIT_SHORT = re.compile(r"exitcode\s*:\s*(?P<code>-?\d+) \(pid: (?P<pid>\d+)\)")
 # What a surviving rank prints when a peer died: a symptom, not a cause.
 _LOST_PEER = re.compile(r"gloo|[Cc]onnection (?:closed|reset|refused)|by peer|[Ss]ocket|[Bb]roken pipe|"
@@ -272,11 +270,10 @@ def _ended(code: int) -> str:
 def _dead_workers(text: str) -> list[tuple[str, int]]:
     """(who, exit code) of every dead worker process the launchers reported, each once."""
     found: dict[str, int] = {}
-    for m in _TORCHRUN_EXIT.finditer(text):
-        found.setdefault(f"rank {m.group('rank')} (pid {m.group('pid')})", int(m.group("code")))
-    if not found:
-        for m in _TORCHRUN_EXIT_SHORT.finditer(text):
-            found.setdefault(f"pid {m.group('pid')}", int(m.group("code")))
+    # TorchDistributor starts one torchrun per Spark task, so torchrun's "rank" is 0 in every
+    # report: the pid is what tells the processes apart.
+    for m in _TORCHRUN_EXIT_SHORT.finditer(text):
+        found.setdefault(f"pid {m.group('pid')}", int(m.group("code")))
     for m in _HOROVOD_EXIT.finditer(text):
         found.setdefault(f"{m.group('who')}", int(m.group("code")))
     return list(found.items())
