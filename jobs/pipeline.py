@@ -9,7 +9,7 @@ import sys
 
 from sparkrec.cli import run_job
 from sparkrec.config import Config
-from sparkrec.pipeline.run import run_pipeline
+from sparkrec.pipeline.run import headline, run_pipeline
 from sparkrec.session import get_spark
 
 
@@ -17,6 +17,11 @@ def pipeline(cfg: Config) -> None:
     summary = run_pipeline(get_spark(cfg.spark), cfg)
     stages = ", ".join(f"{name} {s['status']}" for name, s in summary["stages"].items())
     print(f"run {summary['run_id']} {summary['status']}: {stages}")
+    # What a user opens next: the report, the served table, and how the model compares.
+    scores = summary["stages"]["score"]["outputs"]
+    print(f"report:   {summary['stages']['evaluate']['outputs']['report']}")
+    print(f"scores:   {scores['version']} ({scores['rows']} rows, top {scores['k']} for {scores['users']} users)")
+    print(f"headline: {cfg.name}: {headline(summary)}")
 
 
 def main(argv=None) -> int:

@@ -15,6 +15,15 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 SEED = 7
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that gets a SparkSession, directly or through a fixture, carries the `spark`
+    marker (`-m "not spark"` then really runs without a JVM); tests that start Spark another way
+    (spark-submit.sh, a job in a subprocess) mark themselves."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     cfg = load_config(None, [

@@ -42,6 +42,8 @@ TAGS = """userId,movieId,tag,timestamp
 1,3,heist,4
 """
 
+pytestmark = pytest.mark.spark
+
 
 @pytest.fixture(scope="module")
 def movielens_lake(spark, tmp_path_factory):

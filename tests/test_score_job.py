@@ -133,19 +133,23 @@ def test_rerun_replaces_and_failed_run_keeps_previous_table(spark, trained):
 
     # A new model version whose weights file is truncated: executors fail while the table is
     # being written, so the job fails and readers keep the previous table.
+    # The broken model is published into the module's shared lake: the good one is republished in
+    # `finally`, so a failed assert here cannot leave the other tests a broken model.
     good, meta = load_model(trained, "default")
-    broken = save_model(trained, "default", good.state_dict(),
-                        {k: v for k, v in meta.items() if k not in ("version", "created_at")})
-    weights = lake_io.join(broken["version"], WEIGHTS)
-    lake_io.write_bytes_atomic(weights, lake_io.read_bytes(weights)[:100])
-    before = read_published(spark, root).toPandas()
-    with pytest.raises(Exception, match="cannot be loaded"):
-        run_score(spark, score_cfg(trained))
-    assert lake_io.resolve(root, POINTER)["version"] == second["version"]
-    pd.testing.assert_frame_equal(read_published(spark, root).toPandas(), before)
-    versions = sorted(p.name for p in Path(trained, "scores", "default").iterdir() if p.name.startswith("v-"))
-    assert [lake_io.join(root, v) for v in versions] == [first["version"], second["version"]]  # failed one removed
-    save_model(trained, "default", good.state_dict(), {k: v for k, v in meta.items() if k not in ("version", "created_at")})
+    same_meta = {k: v for k, v in meta.items() if k not in ("version", "created_at")}
+    broken = save_model(trained, "default", good.state_dict(), same_meta)
+    try:
+        weights = lake_io.join(broken["version"], WEIGHTS)
+        lake_io.write_bytes_atomic(weights, lake_io.read_bytes(weights)[:100])
+        before = read_published(spark, root).toPandas()
+        with pytest.raises(Exception, match="cannot be loaded"):
+            run_score(spark, score_cfg(trained))
+        assert lake_io.resolve(root, POINTER)["version"] == second["version"]
+        pd.testing.assert_frame_equal(read_published(spark, root).toPandas(), before)
+        versions = sorted(p.name for p in Path(trained, "scores", "default").iterdir() if p.name.startswith("v-"))
+        assert [lake_io.join(root, v) for v in versions] == [first["version"], second["version"]]  # failed one removed
+    finally:
+        save_model(trained, "default", good.state_dict(), same_meta)
 
 
 def test_pairs_mode(spark, trained, tmp_path):

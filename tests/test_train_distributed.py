@@ -5,6 +5,7 @@ hang, identical weights on both ranks, every training row seen once per epoch. A
 mid-epoch fails the run with its reason, or, with restarts allowed, the run resumes from the last
 checkpoint and finishes.
 """
+import re
 import threading
 import time
 
@@ -19,7 +20,7 @@ from sparkrec.config import load_config
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
 from sparkrec.models.store import load_model
-from sparkrec.train.checkpoint import checkpoint_dir
+from sparkrec.train.checkpoint import checkpoint_dir, latest_checkpoint
 from sparkrec.train.feed import plan_shards
 from sparkrec.train.launch import run_training
 
@@ -59,9 +60,16 @@ def test_two_workers_on_uneven_shards_agree_and_see_every_row(spark, explicit_la
     assert np.sqrt(np.mean((predicted - test["label"]) ** 2)) < rmse[0]
 
 
-def kill_rank_1_after_first_checkpoint(lake, name, killed):
+def _is_rank_1(backend: str, env: dict, cmd: str) -> bool:
+    if backend == "torch":  # the torchrun child with RANK=1 (not torchrun itself)
+        return env.get("RANK") == "1" and "LOCAL_RANK" in env and "torch.distributed.run" not in cmd
+    # horovod.spark.run: the process its task service starts to run the training function
+    return env.get("HOROVOD_RANK") == "1" and "horovod.spark.task.gloo_exec_fn" in cmd
+
+
+def kill_rank_1_after_first_checkpoint(lake, name, killed, backend="torch"):
     """Background killer: once epoch 1 is checkpointed (so training is in epoch 2), SIGKILL the
-    training process of rank 1 (the torchrun child with RANK=1) once."""
+    training process of rank 1 once."""
     first = lakes.join(checkpoint_dir(lake, name), "epoch-0001.pt")
 
     def run():
@@ -74,7 +82,7 @@ def kill_rank_1_after_first_checkpoint(lake, name, killed):
                     env, cmd = proc.environ(), " ".join(proc.cmdline())
                 except psutil.Error:
                     continue
-                if env.get("RANK") == "1" and "LOCAL_RANK" in env and "torch.distributed.run" not in cmd:
+                if _is_rank_1(backend, env, cmd):
                     proc.kill()
                     killed.append(proc.pid)
                     return
@@ -90,21 +98,72 @@ def test_a_killed_worker_fails_the_run_clearly_or_restarts_from_the_checkpoint(s
     # Without restarts: the run fails, naming the killed process and the signal.
     killed: list[int] = []
     killer = kill_rank_1_after_first_checkpoint(explicit_lake, "killed", killed)
-    with pytest.raises(SparkrecError, match=r"torch \(DDP\) training failed: worker process (\d+) was killed by signal 9"):
+    with pytest.raises(SparkrecError, match=r"torch \(DDP\) training failed: worker process") as failed:
         run_training(spark, two_workers(explicit_lake, "killed", "torch", "train.epochs=4", "train.batch_size=64"))
     killer.join()
     assert len(killed) == 1
+    # The killed rank is named first with its signal, whatever its peer died of afterwards (a
+    # surviving gloo rank may exit on the broken connection, or even crash with SIGSEGV).
+    assert re.search(rf"failed: worker process pid {killed[0]} was killed by signal 9 \(SIGKILL\)",
+                     str(failed.value)), str(failed.value)
 
     # With one restart allowed: the workers are relaunched, resume after epoch 1 and finish.
-    killed.clear()
-    killer = kill_rank_1_after_first_checkpoint(explicit_lake, "restarted", killed)
-    summary = run_training(spark, two_workers(explicit_lake, "restarted", "torch", "train.epochs=4",
-                                              "train.batch_size=64", "train.max_restarts=1"))
+    restart_after_killing_rank_1(spark, explicit_lake, "restarted", "torch")
+
+
+def restart_after_killing_rank_1(spark, lake, name, backend):
+    """Rank 1 is SIGKILLed in epoch 2 of 4; with one restart allowed the workers are relaunched,
+    resume from the checkpoint of epoch 1 (or later) and finish with identical weights."""
+    killed: list[int] = []
+    killer = kill_rank_1_after_first_checkpoint(lake, name, killed, backend=backend)
+    summary = run_training(spark, two_workers(lake, name, backend, "train.epochs=4", "train.batch_size=64",
+                                              "train.max_restarts=1"))
     killer.join()
     assert len(killed) == 1
     assert summary["resumed_from"] >= 1
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
     assert summary["weights_by_rank"][0] == summary["weights_by_rank"][1]
+
+
+@pytest.mark.timeout(300)
+def test_settings_are_refused_on_the_driver_before_any_worker_starts(spark, explicit_lake):
+    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    with pytest.raises(SparkrecError, match="warm_start is not supported for train.model=hybrid"):
+        run_training(spark, two_workers(explicit_lake, "hybrid-warm", "torch", "train.model=hybrid",
+                                        "train.warm_start=latest"))
+    with pytest.raises(SparkrecError, match=r"mlp_layers\[0\] must be an even width.*train.mlp_layers"):
+        run_training(spark, two_workers(explicit_lake, "odd-tower", "torch", "train.mlp_layers=[15,8]"))
+    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) == jobs_before  # no launch, no Spark job
+
+
+@pytest.mark.timeout(300)
+def test_an_error_the_workers_raise_is_not_retried(spark, explicit_lake, capsys):
+    """Restarts are for crashes: a checkpoint of another run fails the same way on every attempt."""
+    name = "foreign-checkpoint"
+    lakes.write_bytes_atomic(lakes.join(checkpoint_dir(explicit_lake, name), "epoch-0001.pt"), b"not a checkpoint")
+    with pytest.raises(SparkrecError, match=r"torch \(DDP\) training failed: checkpoint .*epoch-0001.pt cannot be read"):
+        run_training(spark, two_workers(explicit_lake, name, "torch", "train.resume=true", "train.max_restarts=2"))
+    assert "relaunching" not in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_fp16_loss_scaling_under_horovod(spark, explicit_lake):
+    """train.amp=fp16 on Horovod: gradients are averaged before the GradScaler unscales them
+    (distributed.optimizer_step), the ranks stay identical, the model learns, and the scaler's
+    state is checkpointed for a resume."""
+    summary = run_training(spark, two_workers(explicit_lake, "fp16-horovod", "horovod", "train.epochs=2",
+                                              "train.amp=fp16"))
+    assert summary["weights_by_rank"][0] == summary["weights_by_rank"][1]
+    rmse = [epoch["val_rmse"] for epoch in summary["history"]]
+    assert np.all(np.isfinite(rmse)) and rmse[-1] < rmse[0]
+    latest = latest_checkpoint(checkpoint_dir(explicit_lake, "fp16-horovod"))
+    scaler = torch.load(latest.removeprefix("file://"), weights_only=True)["scaler"]
+    assert scaler is not None and np.isfinite(scaler["scale"]) and scaler["scale"] > 0
+
+
+@pytest.mark.timeout(400)
+def test_a_killed_horovod_worker_restarts_from_the_checkpoint(spark, explicit_lake):
+    restart_after_killing_rank_1(spark, explicit_lake, "hvd-restarted", "horovod")
 
 
 @pytest.mark.timeout(300)

@@ -1,9 +1,14 @@
 """The Petastorm feed: equal steps on uneven shards, every row exactly once per epoch, seeded
 order, and row counts reconciled with the manifest (petastorm's lost-shard race included)."""
+import queue
+import time
+
 import numpy as np
+import petastorm.reader
 import pytest
 import torch
 from petastorm import make_batch_reader
+from petastorm.workers_pool.thread_pool import ThreadPool
 
 from prepared_lakes import prepared_lake
 from sparkrec.columns import ITEM_IDX, LABEL, USER_IDX
@@ -65,28 +70,60 @@ def test_order_is_a_pure_function_of_the_seed(manifest):
     assert not torch.equal(first, other) and torch.equal(first.sort().values, other.sort().values)
 
 
-def test_race_free_reader_never_loses_row_groups(manifest):
-    """petastorm 0.13.1's own thread pool ends some num_epochs=1 reads early without an error
-    (about a third of small sharded readers here); readers here must lose nothing, every time."""
+class _ReleaseOnFirstEmpty(queue.Queue):
+    """A results queue whose first ``empty()`` (the reader's first end-of-data check) runs
+    ``self._release`` before answering with what it saw."""
+
+    def empty(self):
+        was_empty = super().empty()
+        release = self.__dict__.pop("_release", None)
+        if release:
+            release()
+        return was_empty
+
+
+class _HeldVentilation(ThreadPool):
+    """petastorm's ThreadPool forced into the interleaving that loses a read: its ventilator starts
+    only at the reader's first end-of-data check, and has handed out every row group before that
+    check answers (see ``RaceFreeThreadPool``). Forced, so the test never waits for the race to
+    show up by chance."""
+
+    def start(self, worker_class, worker_args=None, ventilator=None):
+        super().start(worker_class, worker_args)
+        self._ventilator = ventilator
+
+        def release():
+            ventilator.start()
+            deadline = time.monotonic() + 30
+            while not ventilator.completed() and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+        first = self._results_queues[0]
+        first.__class__ = _ReleaseOnFirstEmpty
+        first._release = release
+
+
+def test_race_free_reader_never_loses_row_groups(manifest, monkeypatch):
+    """petastorm 0.13.1's own thread pool can end a num_epochs=1 read early without an error; the
+    readers here must lose nothing, and a loss must fail the row check."""
     plan = plan_shards(manifest, "validation", world=2, batch_size=10_000)
-    for attempt in range(50):
+    for attempt in range(20):  # as the training loop reads, with several reader threads
         rank = attempt % 2
         reader = ShardReader(plan, rank, seed=attempt + 1, threads=4)
         assert sum(len(b[USER_IDX]) for b in reader) == plan.shard_rows[rank], f"reader {attempt} lost rows"
 
-    # The unpatched pool, same reads: once it loses rows, the row check must say so.
-    for attempt in range(200):
-        with make_batch_reader(plan.path, num_epochs=1, cur_shard=attempt % 2, shard_count=2, seed=attempt + 1,
-                               workers_count=4) as raw:
-            got = sum(len(batch.user_idx) for batch in raw)
-        counts = [plan.shard_rows[0], plan.shard_rows[1]]
-        counts[attempt % 2] = got
-        if got != plan.shard_rows[attempt % 2]:
-            with pytest.raises(SparkrecError, match=rf"rank {attempt % 2} read {got} of "):
-                check_rows_read(plan, counts, "validation")
-            return
-    pytest.fail("petastorm's default pool lost no rows in 200 reads; if petastorm was fixed, "
-                "RaceFreeThreadPool can go")
+    monkeypatch.setattr(petastorm.reader, "ThreadPool", _HeldVentilation)
+    # The unpatched pool, forced into the race: the read ends with row groups unread...
+    with make_batch_reader(plan.path, num_epochs=1, cur_shard=0, shard_count=2, seed=1, workers_count=1) as raw:
+        got = sum(len(batch.user_idx) for batch in raw)
+    assert got < plan.shard_rows[0]
+    # ...and the row check says so.
+    with pytest.raises(SparkrecError, match=rf"rank 0 read {got} of {plan.shard_rows[0]}"):
+        check_rows_read(plan, [got, plan.shard_rows[1]], "validation")
+    # The readers here, forced into the same interleaving: every row.
+    for rank in (0, 1):
+        reader = ShardReader(plan, rank, seed=rank + 1, threads=1)
+        assert sum(len(b[USER_IDX]) for b in reader) == plan.shard_rows[rank]
 
 
 def test_row_check_names_each_rank_and_the_fix(manifest):

@@ -128,8 +128,10 @@ class TrainConfig(Section):
     delete old checkpoints). A restart of the same run (`max_restarts`) always resumes its own."""
 
     max_restarts: int = Field(0, ge=0)
-    """horovod/torch: after a worker fails (crash, lost executor), launch all workers again up to
-    this many times; they resume from this run's last checkpoint. Spark itself does not retry
+    """horovod/torch: after the workers crash (one killed by a signal, a lost executor, a broken
+    connection between them), launch all workers again up to this many times; they resume from
+    this run's last checkpoint. An error a worker raises itself (bad data, a checkpoint of another
+    run) fails the run at once: a restart would fail the same way. Spark itself does not retry
     these stages (a failed barrier stage is not recoverable), so the restart happens here."""
 
     keep_checkpoints: int = Field(2, ge=1)

@@ -183,8 +183,11 @@ class MllibAls(Recommender):
         # recommendForUserSubset cannot skip excluded items, so ask each user for k + (its
         # excluded items) and drop them after. Users are grouped by that depth rounded up to a
         # power of two: a few calls, and the work stays about sum over users of (k + excluded).
+        # Materialised once for the bucket list and every subset; a checkpoint rather than cache():
+        # both ALS baselines build this same plan, and caching an equal plan twice makes Spark warn.
         needed = _excluded_counts(users, exclude).withColumn(
-            "_bucket", F.when(F.col("_excluded") > 0, F.ceil(F.log2(F.col("_excluded") + 1))).otherwise(0).cast("int")).cache()
+            "_bucket", F.when(F.col("_excluded") > 0, F.ceil(F.log2(F.col("_excluded") + 1))).otherwise(0).cast("int")
+        ).localCheckpoint()
         parts = []
         for (bucket,) in needed.select("_bucket").distinct().collect():  # at most ~40 distinct values
             depth = k + 2 ** bucket

@@ -104,8 +104,8 @@ def build_eval_data(splits: dict[str, DataFrame], held_out: str, exclude_splits:
     # Held-out cold items (prepare.split.cold_item_fraction) are judged by the cold-item protocol
     # alone: in the others they would only measure that untrained items cannot be ranked.
     warm_only = bool(prepared.get("cold_items"))
-    positives = (all_positives.join(train.select(ITEM_IDX).distinct(), ITEM_IDX, "left_semi") if warm_only
-                 else all_positives).cache()
+    positives = (all_positives.join(train.select(ITEM_IDX).distinct(), ITEM_IDX, "left_semi").cache() if warm_only
+                 else all_positives)  # (cached already: caching it again only makes Spark warn)
     sampled = sampled_lists(positives)
     negatives, targets = sample_negatives(sampled, _pairs_of(splits, SPLITS), prepared["num_items"],
                                           e.num_negatives, cfg.seed)

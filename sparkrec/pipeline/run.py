@@ -146,6 +146,27 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
     return r.summary
 
 
+def headline(summary: dict, k: int = 10) -> str:
+    """One line comparing the model with the baselines, from a successful run's summary: NDCG@K
+    of the full-ranking protocol (K = ``k`` if it was evaluated, else the largest K) and, on
+    explicit data, RMSE. Baselines best first."""
+    outputs = summary["stages"]["evaluate"]["outputs"]
+    model, baselines = outputs["model"], outputs["baselines"]
+    parts = []
+    full = model.get("full") or {}
+    ks = sorted(int(name.split("@")[1]) for name in full if name.startswith("ndcg@"))
+    if ks:
+        metric = f"ndcg@{k if k in ks else ks[-1]}"
+        theirs = sorted(((b["full"][metric], n) for n, b in baselines.items() if b.get("full")), reverse=True)
+        parts.append(f"full-ranking {metric} {full[metric]:.4f} vs " +
+                     (", ".join(f"{n} {v:.4f}" for v, n in theirs) or "no baseline"))
+    if model.get("rating"):
+        theirs = sorted((b["rating"]["rmse"], n) for n, b in baselines.items() if b.get("rating"))
+        parts.append(f"rmse {model['rating']['rmse']:.4f} vs " +
+                     (", ".join(f"{n} {v:.4f}" for v, n in theirs) or "no baseline"))
+    return "; ".join(parts) or "no metric to compare"
+
+
 def _finish(r: Run, status: str, stage: str | None, error: BaseException | None) -> None:
     r.summary.update(status=status, finished_at=_now())
     if error is not None:

@@ -12,7 +12,6 @@ from functools import lru_cache
 from sparkrec.models.ncf import NCF
 from sparkrec.models.block_scoring import BlockScorer, make_scorer
 from sparkrec.models.store import load_model_version
-from sparkrec.models.block_scoring import BlockScorer, make_scorer
 
 
 @lru_cache(maxsize=2)

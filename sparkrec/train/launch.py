@@ -12,15 +12,21 @@ Spark from the prepared train split, before any worker starts, and published und
 
 Workers receive plain values (the resolved config as a dict, the manifest and the vectors'
 manifest), never the session.
-A failed or killed worker fails the run with the worker's reason. Spark does not retry either
+Every settings check runs here on the driver before any worker starts (``check_settings``), so a
+configuration error costs no launch. A failed or killed worker fails the run with the worker's
+reason, naming every dead worker process and the signal that ended it. Spark does not retry either
 launcher's stage (a barrier ResultStage cannot be recovered; Horovod's job is cancelled as a
-whole), so ``train.max_restarts`` relaunches all workers here; they resume from this run's last
-checkpoint (older runs' checkpoints were cleared before the first attempt unless resuming).
+whole), so ``train.max_restarts`` relaunches all workers here, but only after a crash (a worker
+killed by a signal, a lost executor, a broken connection between workers): an error a worker
+raised itself (bad data, a checkpoint of another run, a bug) fails the run at once, as a restart
+would fail the same way. Relaunched workers resume from this run's last checkpoint (older runs'
+checkpoints were cleared before the first attempt unless resuming).
 """
 from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from collections import deque
 from contextlib import redirect_stderr
@@ -35,7 +41,7 @@ from sparkrec.preflight import check_training_cluster
 from sparkrec.session import get_spark
 from sparkrec.train.checkpoint import checkpoint_dir, clear_checkpoints
 from sparkrec.train.inputs import training_inputs
-from sparkrec.train.loop import is_implicit, train
+from sparkrec.train.loop import is_implicit, model_config, pretrained_parts, train, warm_start_version
 from sparkrec.train.objectives import AUTOENCODERS, resolve_loss
 from sparkrec.train.validation import metric_name
 
@@ -47,8 +53,14 @@ def worker_main(config: dict, manifest: dict, inputs: dict, vectors: dict | None
     return train(Config.model_validate(config), manifest, inputs, vectors, on_epoch)
 
 
+class WorkerCrash(SparkrecError):
+    """Training workers died (a signal, a lost executor, a broken connection between them) without
+    an error of their own: a relaunch can succeed (``train.max_restarts``)."""
+
+
 def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> None:
-    """Refuse settings that cannot work before any worker starts.
+    """Refuse settings that cannot work before any worker starts: the workers then fail only on
+    what no check can foresee (a crash, data changed meanwhile).
 
     Raises
     ------
@@ -81,6 +93,16 @@ def check_settings(spark: SparkSession | None, cfg: Config, manifest: dict) -> N
         metric_name(t.validation_metric, is_implicit(cfg, manifest))
     except ValueError as e:
         raise SparkrecError(str(e)) from None
+    if t.model == "hybrid" and t.warm_start:
+        raise SparkrecError("train.warm_start is not supported for train.model=hybrid yet; train from scratch")
+    try:  # the model's own checks (widths, dropout, rating range); a hybrid's needs published content
+        model_config(cfg, manifest)
+    except ValueError as e:
+        raise SparkrecError(f"train.model={t.model} cannot be built from these settings: {e}") from None
+    if t.pretrained_gmf:
+        pretrained_parts(cfg, manifest)
+    if t.warm_start:
+        warm_start_version(cfg, manifest)
     if t.backend == "local" and t.num_workers != 1:
         raise SparkrecError(f"train.backend=local runs one process, but train.num_workers={t.num_workers}; "
                             f"use train.backend=horovod or torch for more workers")
@@ -148,11 +170,11 @@ def run_training(spark: SparkSession | None, cfg: Config, on_epoch=None) -> dict
     while True:
         try:
             return _launch(spark, cfg, manifest, inputs, vectors, on_epoch)
-        except SparkrecError as e:
+        except WorkerCrash as e:
             failures += 1
-            if failures > cfg.train.max_restarts or cfg.train.backend == "local":
+            if failures > cfg.train.max_restarts:
                 raise
-            print(f"[train] workers failed ({e}); relaunching them (restart {failures} of "
+            print(f"[train] workers crashed ({e}); relaunching them (restart {failures} of "
                   f"{cfg.train.max_restarts}), they resume from the last checkpoint", file=sys.stderr, flush=True)
 
 
@@ -190,7 +212,7 @@ def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, inputs: dic
                                         start_timeout=HOROVOD_START_TIMEOUT_S, verbose=0, stderr=output,
                                         executable=executor_python())
         except Exception as e:
-            raise SparkrecError(f"horovod training failed: {worker_error(output.text(), e)}") from e
+            raise worker_failure("horovod training failed", output.text(), e) from e
         return results[0]
     from pyspark.ml.torch.distributor import TorchDistributor
 
@@ -200,7 +222,7 @@ def _launch(spark: SparkSession | None, cfg: Config, manifest: dict, inputs: dic
             return TorchDistributor(num_processes=t.num_workers, local_mode=False,
                                     use_gpu=use_gpu).run(entry, *args)
     except Exception as e:
-        raise SparkrecError(f"torch (DDP) training failed: {worker_error(output.text(), e)}") from e
+        raise worker_failure("torch (DDP) training failed", output.text(), e) from e
 
 
 def with_package_paths(py_files: list[str]):
@@ -257,30 +279,76 @@ class OutputTail:
 
 _ERROR_LINE = re.compile(r"^(?:\[\w+\](?:<std(?:err|out)>)?:)?\s*((?:[\w.]+\.)?(\w+(?:Error|Exception)): .*)$")
 _WRAPPERS = ("PythonException", "Py4JJavaError", "SparkException", "ChildFailedError", "HorovodInternalError")
-_EXITS = (re.compile(r"Process name: (?P<who>\S+)\s+Exit code: (?P<code>-?\d+)"),     # horovod.spark.run
-          re.compile(r"exitcode\s*:\s*(?P<code>-?\d+) \(pid: (?P<who>\d+)\)"))        # torchrun
+# How the launchers report a dead worker process: horovod.spark.run names the first one; torchrun
+# lists each failed rank (its "Root Cause" is the earliest by a timestamp in whole seconds, so
+# not reliably the first to die: a rank SIGKILLed and the peer that crashed on the broken
+# connection look alike there).
+_HOROVOD_EXIT = re.compile(r"Process name: (?P<who>\S+)\s+Exit code: (?P<code>-?\d+)")
+_TORCHRUN_EXIT_SHORT = re.compile(r"exitcode\s*:\s*(?P<code>-?\d+) \(pid: (?P<pid>\d+)\)")
+# What a surviving rank prints when a peer died: a symptom, not a cause.
+_LOST_PEER = re.compile(r"gloo|[Cc]onnection (?:closed|reset|refused)|by peer|[Ss]ocket|[Bb]roken pipe|"
+                        r"HorovodInternalError|DistBackendError|NCCL|[Tt]imed? ?out")
+_EXECUTOR_LOST = re.compile(r"ExecutorLostFailure|[Ll]ost executor|executor \S+ (?:was )?lost")
+
+
+def _ended(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _dead_workers(text: str) -> list[tuple[str, int]]:
+    """(who, exit code) of every dead worker process the launchers reported, each once."""
+    found: dict[str, int] = {}
+    # TorchDistributor starts one torchrun per Spark task, so torchrun's "rank" is 0 in every
+    # report: the pid is what tells the processes apart.
+    for m in _TORCHRUN_EXIT_SHORT.finditer(text):
+        found.setdefault(f"pid {m.group('pid')}", int(m.group("code")))
+    for m in _HOROVOD_EXIT.finditer(text):
+        found.setdefault(f"{m.group('who')}", int(m.group("code")))
+    return list(found.items())
+
+
+def worker_failure(what: str, output: str, launcher_error: BaseException) -> SparkrecError:
+    """The error a failed launch raises: a ``WorkerCrash`` (worth a relaunch) when the workers died
+    without an error of their own, else a ``SparkrecError``; its message is ``what``, then
+    :func:`worker_error`."""
+    text = f"{output}\n{launcher_error}"
+    lines = _exception_lines(text)
+    dead = _dead_workers(text)
+    own = [line for line in lines if not _LOST_PEER.search(line)]
+    crashed = (not any("SparkrecError: " in line for line in lines)
+               and (any(code < 0 or code > 128 for _, code in dead) or bool(_EXECUTOR_LOST.search(text)) or not own))
+    return (WorkerCrash if crashed else SparkrecError)(f"{what}: {worker_error(output, launcher_error)}")
+
+
+def _exception_lines(text: str) -> list[str]:
+    return [m.group(1) for m in map(_ERROR_LINE.match, text.splitlines())
+            if m and m.group(2) not in _WRAPPERS and "TorchDistributor failed" not in m.group(1)]
 
 
 def worker_error(output: str, launcher_error: BaseException) -> str:
     """One line on why the workers failed, from their output and the launcher's error.
 
-    A ``SparkrecError`` raised by a worker is the reason as it stands. Otherwise: which worker
-    process died and how (exit code, or the signal that killed it), then the first exception the
-    workers printed (later ones are usually the other ranks losing their peer).
+    A ``SparkrecError`` raised by a worker is the reason as it stands. Otherwise: every worker
+    process that died and how (exit code, or the signal that killed it), killed ones first, then
+    the first exception the workers printed that is not a rank losing its peer.
     """
     text = f"{output}\n{launcher_error}"
-    lines = [m.group(1) for m in map(_ERROR_LINE.match, text.splitlines())
-             if m and m.group(2) not in _WRAPPERS and "TorchDistributor failed" not in m.group(1)]
+    lines = _exception_lines(text)
     ours = [line for line in lines if "SparkrecError: " in line]
     if ours:
         return ours[-1].split("SparkrecError: ", 1)[1]
-    parts = []
-    for pattern in _EXITS:
-        m = pattern.search(text)
-        if m:
-            code = int(m.group("code"))
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            parts.append(f"worker process {m.group('who')} {how}")
+    # A process killed from outside (SIGKILL: the OOM killer, a lost node; SIGTERM) is the usual
+    # first cause; a rank that crashed on the broken connection afterwards is listed after it.
+    dead = sorted(_dead_workers(text), key=lambda d: (d[1] not in (-signal.SIGKILL, -signal.SIGTERM), d[0]))
+    parts = [f"worker process {who} {_ended(code)}" for who, code in dead]
+    if _EXECUTOR_LOST.search(text):
+        parts.append("a Spark executor was lost")
     if lines:
-        parts.append(f"first worker error: {lines[0][:300]}")
+        own = [line for line in lines if not _LOST_PEER.search(line)]
+        parts.append(f"first worker error: {(own or lines)[0][:300]}")
     return "; ".join(parts) or f"{launcher_error.__class__.__name__}: {str(launcher_error)[:300]}"

@@ -29,7 +29,7 @@ from sparkrec.models import sequence
 from sparkrec.models.ncf import NCF, NCFConfig, neumf_from_pretrained, warm_started
 from sparkrec.models.registry import FAMILIES
 from sparkrec.train import distributed as dist
-from sparkrec.models.store import check_same_data, load_model, load_model_version, save_model
+from sparkrec.models.store import check_same_data, load_model_version, read_meta, resolve_model, save_model
 from sparkrec.train.checkpoint import (
     checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint, serialize_checkpoint, write_checkpoint,
 )
@@ -86,10 +86,8 @@ def build_model(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF,
     torch.manual_seed(cfg.seed)
     if t.model in AUTOENCODERS:  # from scratch only (launch.check_settings refuses the rest)
         return FAMILIES[model_cfg.kind][1](model_cfg), None
-    if t.model == "hybrid":  # the published item content goes into the model's buffers
-        if t.warm_start:
-            raise SparkrecError("train.warm_start is not supported for train.model=hybrid yet; train from scratch")
-        return hybrid_model(cfg, model_cfg, manifest), None
+    if t.model == "hybrid":  # the published item content goes into the model's buffers (no warm start:
+        return hybrid_model(cfg, model_cfg, manifest), None  # launch.check_settings refuses it)
     if t.warm_start:
         return _warm_start(cfg, model_cfg, manifest)
     if t.model == "sequence":
@@ -97,25 +95,59 @@ def build_model(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF,
     if not t.pretrained_gmf:
         return NCF(model_cfg), None
     parts, parent = {}, {}
-    for kind, name in (("gmf", t.pretrained_gmf), ("mlp", t.pretrained_mlp)):
-        parts[kind], meta = load_model(cfg.lake, name)
-        check_same_data(f"pretrained {kind} model {name!r} ({meta['version']})", meta["data_hash"], manifest)
-        parent[kind] = {"name": name, "version": meta["version"]}
+    names = {"gmf": t.pretrained_gmf, "mlp": t.pretrained_mlp}
+    for kind, version in pretrained_parts(cfg, manifest).items():
+        parts[kind], _ = load_model_version(version)
+        parent[kind] = {"name": names[kind], "version": version}
     try:
         return neumf_from_pretrained(model_cfg, parts["gmf"], parts["mlp"], t.pretrain_alpha), parent
     except ValueError as e:
         raise SparkrecError(f"cannot initialise neumf from {t.pretrained_gmf!r} and {t.pretrained_mlp!r}: {e}") from None
 
 
-def _warm_start(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF, dict]:
+def warm_start_version(cfg: Config, manifest: dict) -> str:
+    """The model version ``train.warm_start`` names, checked to index the same IDs as ``manifest``.
+
+    Raises
+    ------
+    SparkrecError
+        Nothing published under the name, or the prepared data was indexed from scratch since.
+    """
     source = cfg.train.warm_start
-    previous, meta = (load_model(cfg.lake, cfg.name) if source == "latest"
-                      else load_model_version(lake.normalize_uri(source)))
+    version = resolve_model(cfg.lake, cfg.name) if source == "latest" else lake.normalize_uri(source)
+    meta = read_meta(version)
     stable = meta["data_hash"] == manifest["data_hash"] or manifest["config"]["prepare"]["extend_vocab"]
     if not stable:
         raise SparkrecError(f"train.warm_start={source}: the prepared data was indexed from scratch "
                             f"(prepare.extend_vocab=false), so the previous model's rows may name other IDs; "
                             f"prepare with prepare.extend_vocab=true or train without warm_start")
+    return version
+
+
+def pretrained_parts(cfg: Config, manifest: dict) -> dict[str, str]:
+    """``{"gmf": version, "mlp": version}`` of ``train.pretrained_gmf``/``pretrained_mlp``, checked
+    to be of that kind and trained on ``manifest``'s prepared data.
+
+    Raises
+    ------
+    SparkrecError
+        A model is not published, is of another kind, or was trained on other prepared data.
+    """
+    t, versions = cfg.train, {}
+    for kind, name in (("gmf", t.pretrained_gmf), ("mlp", t.pretrained_mlp)):
+        version = resolve_model(cfg.lake, name)
+        meta = read_meta(version)
+        if meta["model"].get("kind") != kind:
+            raise SparkrecError(f"train.pretrained_{kind}={name!r} is a {meta['model'].get('kind')} model "
+                                f"({version}); name a trained {kind} model")
+        check_same_data(f"pretrained {kind} model {name!r} ({version})", meta["data_hash"], manifest)
+        versions[kind] = version
+    return versions
+
+
+def _warm_start(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF, dict]:
+    source = cfg.train.warm_start
+    previous, meta = load_model_version(warm_start_version(cfg, manifest))
     try:
         model = (sequence.warm_started(model_cfg, previous) if model_cfg.kind == "sequence"
                  else warm_started(model_cfg, previous))
