@@ -132,15 +132,9 @@ def _check_loss(cfg: Config, manifest: dict) -> None:
     if t.refit and not manifest["splits"].get("validation", {}).get("rows"):
         raise SparkrecError("train.refit=true adds the validation split to training, but the prepared data has "
                             "none; prepare with a validation split or set train.refit=false")
-    if t.model == "sequence":
-        q = cfg.sequence
-        if not implicit and q.encoder != "mean":
-            raise SparkrecError("train.model=sequence on explicit ratings is the SVD++-style pooled history: set "
-                                "sequence.encoder=mean (attention applies to implicit data)")
-        if q.encoder == "attention" and t.factors % q.heads:
-            raise SparkrecError(f"sequence.heads={q.heads} must divide train.factors={t.factors}")
-        if t.pretrained_gmf:
-            raise SparkrecError("train.pretrained_gmf/mlp initialise neumf, not train.model=sequence")
+    if t.model == "sequence" and not implicit and cfg.sequence.encoder != "mean":
+        raise SparkrecError("train.model=sequence on explicit ratings is the SVD++-style pooled history: set "
+                            "sequence.encoder=mean (attention applies to implicit data)")
 
 
 def run_training(spark: SparkSession | None, cfg: Config, on_epoch=None) -> dict:
