@@ -147,24 +147,33 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> dict:
 
 
 def headline(summary: dict, k: int = 10) -> str:
-    """One line comparing the model with the baselines, from a successful run's summary: NDCG@K
-    of the full-ranking protocol (K = ``k`` if it was evaluated, else the largest K) and, on
-    explicit data, RMSE. Baselines best first."""
+    """One line comparing the model with the best baseline on the primary metric, from a
+    successful run's summary: RMSE on explicit data, else full-ranking NDCG@K (K = ``k`` if it was
+    evaluated, else the largest K), with the paired 95% interval of the difference."""
     outputs = summary["stages"]["evaluate"]["outputs"]
     model, baselines = outputs["model"], outputs["baselines"]
-    parts = []
-    full = model.get("full") or {}
-    ks = sorted(int(name.split("@")[1]) for name in full if name.startswith("ndcg@"))
-    if ks:
-        metric = f"ndcg@{k if k in ks else ks[-1]}"
-        theirs = sorted(((b["full"][metric], n) for n, b in baselines.items() if b.get("full")), reverse=True)
-        parts.append(f"full-ranking {metric} {full[metric]:.4f} vs " +
-                     (", ".join(f"{n} {v:.4f}" for v, n in theirs) or "no baseline"))
     if model.get("rating"):
-        theirs = sorted((b["rating"]["rmse"], n) for n, b in baselines.items() if b.get("rating"))
-        parts.append(f"rmse {model['rating']['rmse']:.4f} vs " +
-                     (", ".join(f"{n} {v:.4f}" for v, n in theirs) or "no baseline"))
-    return "; ".join(parts) or "no metric to compare"
+        protocol, metric, lower = "rating", "rmse", True
+    else:
+        full = model.get("full") or {}
+        ks = sorted(int(name.split("@")[1]) for name in full if name.startswith("ndcg@"))
+        if not ks:
+            return "no metric to compare"
+        protocol, metric, lower = "full", f"ndcg@{k if k in ks else ks[-1]}", False
+    ours = model[protocol][metric]
+    rivals = [(b[protocol][metric], n) for n, b in baselines.items() if (b.get(protocol) or {}).get(metric) is not None]
+    if not rivals:
+        return f"{protocol} {metric} {ours:.4f}, no baseline to compare"
+    value, name = min(rivals) if lower else max(rivals)
+    gap = ((baselines[name].get("model_minus_baseline") or {}).get(protocol) or {}).get(metric) or {}
+    line = f"{'' if protocol == 'rating' else 'full-ranking '}{metric} {ours:.4f} vs best baseline {name} {value:.4f}"
+    if gap.get("low") is not None:
+        better = gap["high"] < 0 if lower else gap["low"] > 0
+        worse = gap["low"] > 0 if lower else gap["high"] < 0
+        verdict = "better beyond the noise" if better else "worse beyond the noise" if worse else "within the noise"
+        line += (f": difference {gap['difference']:+.4f}, 95% interval [{gap['low']:+.4f}, {gap['high']:+.4f}], "
+                 f"{verdict}")
+    return line
 
 
 def _finish(r: Run, status: str, stage: str | None, error: BaseException | None) -> None:
@@ -213,7 +222,7 @@ def _evaluate_outputs(metrics: dict) -> dict:
     model = next((v for v in metrics["results"].values() if v["role"] == "model"), {})
     return {"version": metrics["version"], "report": metrics["report"],
             "model": {k: model.get(k) for k in ("rating", "sampled", "full")},
-            "baselines": {n: {k: v.get(k) for k in ("rating", "sampled", "full")}
+            "baselines": {n: {k: v.get(k) for k in ("rating", "sampled", "full", "model_minus_baseline")}
                           for n, v in metrics["results"].items() if v["role"] == "baseline"}}
 
 
