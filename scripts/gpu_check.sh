@@ -59,7 +59,7 @@ backend, processes, lake, reference = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 text = sys.stdin.read()
 start = text.rfind("\n{\n") + 1  # the job prints its summary last, as indented JSON
 json.loads(text[start:text.rindex("}") + 1])  # it finished and published
-from sparkrec.train.artifact import load_model
+from sparkrec.models.store import load_model
 _, meta = load_model(lake, "gpu-check")
 # samples/s of all ranks together, positives plus their 4 sampled negatives, as NVIDIA counts them
 rate = max(h["samples_per_s"] for h in meta["history"]) * 5

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sparkrec import lake as lakes
-from sparkrec.train.artifact import load_model
+from sparkrec.models.store import load_model
 
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.distributed]
 ROOT = Path(__file__).resolve().parents[1]
