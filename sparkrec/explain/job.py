@@ -24,6 +24,7 @@ from sparkrec.explain.attributions import (
 )
 from sparkrec.explain.pairs import histories, item_ids, pairs_from_file, pairs_from_top_k
 from sparkrec.explain.store import HISTORY_ITEM, TOKEN, explanations_root, publish_explanations
+from sparkrec.models.block_scoring import is_history_model
 from sparkrec.models.store import check_same_data, load_model_version, resolve_model
 
 TOKEN_VOCAB = "token_vocab"  # key of model.json's "model" (the model config): token strings by id
@@ -37,6 +38,9 @@ def strongest(attr: Attribution, names: dict[int, str] | list[str], top: int) ->
 
 
 def _explained_kinds(model, meta: dict, name: str) -> list[str]:
+    if is_history_model(meta["model"]):
+        raise SparkrecError(f"model {name!r} is a history model (train.model=sequence): attributing its scores to "
+                            f"history items is not supported yet; explain a multvae or hybrid model")
     kinds = [k for k, has in ((HISTORY_ITEM, has_history_input(model)), (TOKEN, has_token_input(model))) if has]
     if not kinds:
         raise SparkrecError(
