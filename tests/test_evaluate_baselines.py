@@ -159,3 +159,16 @@ def test_ease_is_the_closed_form_and_ranks_by_it(spark):
         scores[x[user] > 0] = -np.inf
         want = list(np.argsort(-scores, kind="stable")[:2])
         assert [r.item_idx for r in sorted((r for r in top if r.user_idx == user), key=lambda r: r.rank)] == want
+
+
+def test_ease_is_skipped_above_its_item_limit_with_a_note(spark):
+    from sparkrec.config import load_config
+    from sparkrec.evaluate.run import fit_baselines
+
+    train = spark.createDataFrame([(0, 0, 1.0), (0, 1, 1.0), (1, 1, 1.0), (1, 2, 1.0)], SCHEMA)
+    prepared = {"implicit": True, "rating_range": [1.0, 1.0]}
+    fitted, skipped = fit_baselines(train, load_config(None, ["evaluate.baselines=[popularity,ease]",
+                                                             "evaluate.ease_max_items=2"]), prepared)
+    assert [r.name for r in fitted] == ["popularity"]
+    assert skipped == ["ease: skipped, 3 items with training interactions exceed evaluate.ease_max_items=2 "
+                       "(it inverts an items x items matrix)"]

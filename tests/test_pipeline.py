@@ -100,3 +100,27 @@ def test_two_days_warm_start_gate_and_history(spark, lake, capsys):
     assert latest_summary(lake)["run_id"] == again["run_id"]
     assert lake_io.exists(lake_io.join(runs_root(lake), day1["run_id"], "summary.json"))
 
+
+
+def test_the_history_model_through_two_days_with_warm_start_and_gate(spark, lake, tmp_path):
+    """The explicit history model (no user table) in the scheduled pipeline: day 2 appends items,
+    warm-starts from day 1's model, passes the gate and serves the 40 new users from their
+    histories, with no popularity fallback."""
+    history_lake = str(tmp_path / "history-lake")
+    model = ["train.model=sequence", "sequence.encoder=mean", "sequence.max_len=64", "train.factors=16",
+             "train.batch_size=32", "train.lr=0.003", "train.epochs=2", "name=history"]
+
+    def args(day, *extra):
+        return [*day_args(lake, day, *model, *extra), f"lake={history_lake}"]
+
+    day1 = run_pipeline(spark, load_config(None, args(1)))
+    assert day1["status"] == "succeeded"
+    _, day1_meta = load_model(history_lake, "history")
+    day2 = run_pipeline(spark, load_config(None, args(2, "train.warm_start=latest")))
+    assert day2["status"] == "succeeded" and day2["gate"]["passed"] and day2["gate"]["metric"] == "rmse"
+    model_2, meta = load_model(history_lake, "history")
+    assert meta["parent"]["version"] == day1_meta["version"] and meta["model"]["num_items"] == 120
+    assert "num_users" not in meta["model"]  # nothing per user to grow
+    table = read_published(spark, scores_root(lake_io.normalize_uri(history_lake), "history")).toPandas()
+    new_users = table[table["user_id"].str[1:].astype(int) >= DAY1_USERS]
+    assert new_users["user_id"].nunique() == 40 and not new_users["cold_start"].any()

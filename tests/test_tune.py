@@ -32,3 +32,24 @@ def test_tune_writes_trials_and_a_config_that_refits_the_best(implicit_lake, tmp
     assert model["value"] == trials[trials.target == "model"]["value"].max()
     text = output.read_text()
     assert text.startswith("# Chosen by jobs/tune.py on the validation split") and "input:" not in text
+
+
+def test_refit_trains_on_train_and_validation_and_cannot_be_judged_on_validation(spark, implicit_lake):
+    from sparkrec.data.prepare import load_manifest
+    from sparkrec.errors import SparkrecError
+    from sparkrec.evaluate.run import run_evaluate
+    from sparkrec.train.launch import run_training
+
+    manifest = load_manifest(implicit_lake)
+    cfg = load_config(None, [f"lake={implicit_lake}", "name=refit", *QUIET, "train.model=gmf", "train.epochs=2",
+                             "train.refit=true"])
+    summary = run_training(None, cfg)
+    rows = manifest["splits"]["train"]["rows"] + manifest["splits"]["validation"]["rows"]
+    assert [sum(h["rows_by_rank"]) for h in summary["history"]] == [rows, rows]
+    assert not any(k.startswith("val_") for h in summary["history"] for k in h)
+    assert summary["best_epoch"] == 2 and summary["model"]["refit"] is True
+    with pytest.raises(SparkrecError, match="refit on train \\+ validation"):
+        run_evaluate(spark, cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"split": "validation"})}))
+    with pytest.raises(SparkrecError, match="set train.early_stopping_patience=0"):
+        run_training(None, load_config(None, [f"lake={implicit_lake}", "name=refit", "train.refit=true",
+                                              "train.early_stopping_patience=2"]))

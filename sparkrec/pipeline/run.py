@@ -199,6 +199,9 @@ def _train_and_gate(spark: SparkSession, cfg: Config, r: Run, prepared: dict) ->
     """Train an unpublished model version, judge it against the published one, publish it."""
     root = model_root(r.lake, cfg.name)
     published = _published(root)
+    if published is not None and cfg.pipeline.gate and cfg.train.refit:
+        raise SparkrecError("train.refit=true trains on the validation split the quality gate judges by, so the gate "
+                            "would favour the new model; set pipeline.gate=false for refit runs, or train.refit=false")
     summary = run_training(spark, cfg.model_copy(update={"train": cfg.train.model_copy(update={"publish": False})}))
     candidate = summary["model"]["version"]
     meta = read_meta(candidate)
