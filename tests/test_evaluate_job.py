@@ -89,7 +89,7 @@ def test_model_beats_popularity_and_the_report_parses(trained):
     version = metrics["version"].replace("file://", "")
     assert json.loads(open(f"{version}/metrics.json").read())["results"] == metrics["results"]
     results = metrics["results"]
-    assert set(results) == {cfg.name, "popularity", "als_implicit"}  # rating baselines skipped: implicit
+    assert set(results) == {cfg.name, "popularity", "als_implicit", "ease"}  # rating baselines skipped: implicit
     assert len(metrics["skipped_baselines"]) == 3
     model, pop = results[cfg.name], results["popularity"]
     assert model["role"] == "model" and model["rating"] is None

@@ -25,6 +25,7 @@ from sparkrec.train.launch import run_training
 
 pytestmark = pytest.mark.spark
 USERS = 8  # pairs checked per property
+PLANTED_USERS = 40  # users of the planted-item rates
 DATA = ["generate.num_rows=8000", "generate.num_users=150", "generate.num_items=80", "generate.candidates=16",
         "generate.popularity_exponent=0.7", "generate.partitions=2", "generate.kind=implicit",
         "input.columns.rating=null", "prepare.split.kind=leave_last_out", "prepare.num_files=1",
@@ -137,11 +138,14 @@ def test_same_seed_gives_identical_attributions(trained):
 
 def test_planted_history_item_gets_the_largest_attribution(trained):
     """An autoencoder reconstructs its input: with the recommended item itself planted in the
-    user's history, that item is the one whose removal lowers the score most, and IG must rank
-    it first."""
+    user's history, that item is usually the one whose removal lowers the score most (chance: one
+    in ~50 history items), and IG's largest attribution usually names the same item as removing
+    each item one at a time. Neither is a theorem for a non-linear model, so both are rates."""
     model, _ = load_model(f"{trained}/lake", "vae")
     histories = train_histories(f"{trained}/lake")
-    for user in range(USERS):
+    users = range(PLANTED_USERS)
+    removal_names_planted = ig_names_planted = ig_agrees_with_removal = 0
+    for user in users:
         item = top_unseen(model, histories[user])
         planted = sorted(histories[user] + [item])
         bag = torch.zeros(len(planted) + 1, model.cfg.num_items)
@@ -150,9 +154,14 @@ def test_planted_history_item_gets_the_largest_attribution(trained):
         with torch.no_grad():
             logits = model.bag_logits(bag)[:, item]
         drops = (logits[0] - logits[1:]).tolist()
-        assert planted[max(range(len(planted)), key=drops.__getitem__)] == item
+        by_removal = planted[max(range(len(planted)), key=drops.__getitem__)]
         attr = history_attributions(model, torch.tensor(planted), item)
-        assert attr.features[max(range(len(planted)), key=attr.values.__getitem__)] == item
+        by_ig = attr.features[max(range(len(planted)), key=attr.values.__getitem__)]
+        removal_names_planted += by_removal == item
+        ig_names_planted += by_ig == item
+        ig_agrees_with_removal += by_ig == by_removal
+    rates = [n / len(users) for n in (removal_names_planted, ig_names_planted, ig_agrees_with_removal)]
+    assert rates[0] >= 0.5 and rates[1] >= 0.5 and rates[2] >= 0.7, rates
 
 
 def test_job_publishes_attributions_in_original_ids(spark, trained, tmp_path):

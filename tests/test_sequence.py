@@ -31,7 +31,7 @@ MARGIN = 0.1  # full NDCG@10 points: the planted drift gives the history model a
 def drift_lake(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("drift")
     cfg = load_config(None, [f"lake={root}/lake", f"input.path={root}/raw", *GENERATE, "input.columns.rating=null",
-                             "prepare.split.kind=leave_last_out", "prepare.num_files=2", "train.num_workers=2", *QUIET])
+                             "prepare.split.kind=leave_last_out", "prepare.num_files=2", *QUIET])
     write_synthetic(generate_interactions(spark, cfg.generate, cfg.input.columns), cfg.input.path, "parquet")
     run_prepare(spark, cfg)
     return cfg
