@@ -17,9 +17,10 @@ How settings are chosen, never on test:
    item id last, as the test file) is validation; explicit, 10% of the train ratings
    (``numpy.random.default_rng(1)``, file order); test rows go in as ``test``
    (``prepare.split.kind=given``);
-2. ``--tune``: ``jobs/tune.py``'s search (model, ALS, EASE) on that validation split, written to
-   ``--write-conf``; otherwise the settings come from ``--conf`` (the shipped
-   ``conf/movielens-<setting>.yaml``, which holds what tuning found, baselines included);
+2. the settings come from the shipped ``conf/movielens-<setting>.yaml`` (model, loss, refit and
+   the baselines' tuned settings); ``--tune`` first runs ``jobs/tune.py``'s search of
+   ``--targets`` (model, ALS, EASE) on that validation split on top of it, optionally written to
+   ``--write-conf``;
 3. final: the model is refit on train + validation (``train.refit``, the epochs tuning chose);
    ALS and EASE are fitted on the same rows with their tuned settings; all are scored on test once.
 
@@ -173,8 +174,8 @@ def run(args, setting: str) -> bool:
     seconds["prepare"] = time.perf_counter() - started
     if args.tune:
         started = time.perf_counter()
-        tuning = with_overrides(cfg, [f"tune.trials={args.trials}", "tune.targets=[model,als,ease]"
-                                      if setting == "implicit" else "tune.targets=[model,als]",
+        targets = [t for t in args.targets if setting == "implicit" or t != "ease"]  # EASE ranks; no ratings
+        tuning = with_overrides(cfg, [f"tune.trials={args.trials}", f"tune.targets=[{','.join(targets)}]",
                                       *([f"tune.output={args.write_conf}"] if args.write_conf else [])])
         result = run_tune(spark, tuning)
         seconds["tune"] = time.perf_counter() - started
@@ -260,11 +261,13 @@ def main() -> int:
     parser.add_argument("--settings", nargs="+", default=["implicit", "explicit"], choices=["implicit", "explicit"])
     parser.add_argument("--tune", action="store_true", help="search the settings on validation first")
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--targets", nargs="+", default=["model", "als", "ease"], choices=["model", "als", "ease"],
+                        help="with --tune: what to search (the rest keeps the shipped conf's settings)")
     parser.add_argument("--write-conf", help="with --tune: write the chosen settings here (one setting at a time)")
     parser.add_argument("overrides", nargs="*", help="extra dotted.key=value overrides")
     args = parser.parse_args()
     args.conf = {s: os.path.join(HERE, "..", "conf", f"movielens-{s}.yaml") for s in args.settings}
-    args.conf = {s: c if os.path.exists(c) and not args.tune else None for s, c in args.conf.items()}
+    args.conf = {s: c if os.path.exists(c) else None for s, c in args.conf.items()}
     outcome = {s: run(args, s) for s in args.settings}
     print("\nall targets met:", outcome)
     return 0
