@@ -1,5 +1,7 @@
 """jobs/tune.py on a small prepared lake: trials of the model (pruned on the per-epoch validation
 metric), ALS and EASE, a trials table, and a best.yaml that --conf accepts with the refit settings."""
+import json
+
 import pandas as pd
 import pytest
 
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.spark
 
 def test_tune_writes_trials_and_a_config_that_refits_the_best(implicit_lake, tmp_path, capsys):
     output = tmp_path / "best.yaml"
-    code = tune_main([f"lake={implicit_lake}", "name=tuned", *QUIET, "train.model=gmf", "train.epochs=3",
+    code = tune_main([f"lake={implicit_lake}", "name=tuned", *QUIET, "train.model=gmf", "train.epochs=3", "train.lr=0.005",
                       "tune.trials=3", "tune.targets=[model,als,ease]", "tune.als_trials=2",
                       "tune.ease_lambdas=[10.0,200.0]", "tune.space={train.factors: [8, 16], train.lr: [0.005, 0.02]}",
                       f"tune.output={output}"])
@@ -22,6 +24,8 @@ def test_tune_writes_trials_and_a_config_that_refits_the_best(implicit_lake, tmp
     trials = pd.read_parquet(manifest["trials_path"].removeprefix("file://"))
     assert trials.groupby("target").size().to_dict() == {"als": 2, "ease": 2, "model": 3}
     assert set(trials["metric"]) == {"ndcg@10"} and trials["value"].notna().all()
+    first = json.loads(trials[(trials.target == "model") & (trials.trial == 0)]["params"].iloc[0])
+    assert first["train.factors"] == 8 and first["train.lr"] == 0.005  # the config's own settings first
 
     best = load_config(output, [f"lake={implicit_lake}"])  # what --conf takes
     model = manifest["best"]["model"]

@@ -181,7 +181,8 @@ def read_item_counts(inputs: dict, num_items: int):
     fs, path = fsspec.core.url_to_fs(inputs["item_counts"])
     table = pq.read_table(path, filesystem=fs)
     counts = torch.zeros(num_items, dtype=torch.float64)
-    idx = torch.from_numpy(table.column(ITEM_IDX).to_numpy())
+    # torch.as_tensor copies Arrow's read-only buffers (from_numpy would share and warn).
+    idx = torch.as_tensor(table.column(ITEM_IDX).to_numpy().copy())
     keep = idx < num_items
-    counts[idx[keep]] = torch.from_numpy(table.column(COUNT).to_numpy()).double()[keep]
+    counts[idx[keep]] = torch.as_tensor(table.column(COUNT).to_numpy().copy()).double()[keep]
     return counts

@@ -3,7 +3,8 @@ Spark ALS and EASE baselines, with Optuna (TPE sampler, median pruning on the pe
 validation metric). Test is never read.
 
 - model: each trial trains ``train.model`` in this process (``train.backend=local``) with settings
-  drawn from its space (``sparkrec.tune.spaces``, ``tune.space``) and is judged by the training
+  drawn from its space (``sparkrec.tune.spaces``, ``tune.space``; the first trial keeps the
+  config's own values where the space holds them) and is judged by the training
   loop's validation metric (full-ranking NDCG@10 on implicit data, RMSE on ratings; the evaluate
   job's definitions, see ``sparkrec.train.validation``) at its best epoch; the epoch count it
   needed is kept, so the refit (``train.refit``) trains that many epochs on train + validation.
@@ -68,6 +69,11 @@ def tune_model(cfg: Config, implicit: bool) -> tuple[list[str], list[dict], dict
     metric = metric_name(cfg.train.validation_metric, implicit)
     space = {**model_space(cfg.train.model, implicit), **t.space}
     study = _study(cfg, "minimize" if LOWER_IS_BETTER[metric] else "maximize", t.prune)
+    # The first trial keeps the config's own settings where they lie in the space (the rest drawn):
+    # a search started from a known good point cannot end below it.
+    own = current_params(cfg, space)
+    if own:
+        study.enqueue_trial(own)
     trial_name = f"{cfg.name}-tune"
     base = with_overrides(cfg, [f"name={trial_name}", "train.backend=local", "train.num_workers=1",
                                 "train.publish=false", "train.resume=false", "train.refit=false"])
@@ -104,6 +110,21 @@ def tune_model(cfg: Config, implicit: bool) -> tuple[list[str], list[dict], dict
     return overrides, _rows(study, "model", metric), {"metric": metric, "value": best.value, "trial": best.number,
                                                        "params": best.params,
                                                        "best_epoch": best.user_attrs["best_epoch"]}
+
+
+def current_params(cfg: Config, space: dict) -> dict:
+    """The config's values of the ``space`` keys that the space contains."""
+    settings = dump_config(cfg)
+    params = {}
+    for key, spec in space.items():
+        value = settings
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        inside = (value in spec if isinstance(spec, list)
+                  else value is not None and float(spec["low"]) <= value <= float(spec["high"]))
+        if inside:
+            params[key] = value
+    return params
 
 
 class _ValidationJudge:
