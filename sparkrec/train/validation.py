@@ -61,7 +61,7 @@ def _csr(column) -> tuple[torch.Tensor, torch.Tensor]:
     offsets = np.asarray(lists.offsets, dtype=np.int64)
     values = lists.flatten().to_numpy(zero_copy_only=False)
     rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    return torch.from_numpy(rows), torch.from_numpy(np.asarray(values))
+    return torch.from_numpy(rows), torch.as_tensor(values.copy())  # Arrow's buffers are read-only
 
 
 @dataclass(frozen=True)
