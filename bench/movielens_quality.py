@@ -27,7 +27,8 @@ How settings are chosen, never on test:
     flock /tmp/sparkrec-tests.lock .venv/bin/python bench/movielens_quality.py [--settings implicit explicit] \\
         [--tune --trials N --write-conf conf/movielens-implicit.yaml]
 
-The data folders are only read; everything is written under --lake (a scratch folder).
+Positional ``dotted.key=value`` overrides go before ``--targets``. The data folders are only read;
+everything is written under --lake (a scratch folder). The last numbers: ``bench/README.md``.
 """
 from __future__ import annotations
 
@@ -175,7 +176,8 @@ def run(args, setting: str) -> bool:
     if args.tune:
         started = time.perf_counter()
         targets = [t for t in args.targets if setting == "implicit" or t != "ease"]  # EASE ranks; no ratings
-        tuning = with_overrides(cfg, [f"tune.trials={args.trials}", f"tune.targets=[{','.join(targets)}]",
+        tuning = with_overrides(cfg, [*([f"tune.trials={args.trials}"] if args.trials else []),
+                                      f"tune.targets=[{','.join(targets)}]",
                                       *([f"tune.output={args.write_conf}"] if args.write_conf else [])])
         result = run_tune(spark, tuning)
         seconds["tune"] = time.perf_counter() - started
@@ -260,7 +262,7 @@ def main() -> int:
     parser.add_argument("--lake", default="/tmp/sparkrec-movielens-quality")
     parser.add_argument("--settings", nargs="+", default=["implicit", "explicit"], choices=["implicit", "explicit"])
     parser.add_argument("--tune", action="store_true", help="search the settings on validation first")
-    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--trials", type=int, help="model trials (default: the conf's tune.trials)")
     parser.add_argument("--targets", nargs="+", default=["model", "als", "ease"], choices=["model", "als", "ease"],
                         help="with --tune: what to search (the rest keeps the shipped conf's settings)")
     parser.add_argument("--write-conf", help="with --tune: write the chosen settings here (one setting at a time)")
