@@ -171,3 +171,29 @@ def test_exchange_sums_duplicate_rows_and_averages_over_ranks(tmp_path):
         assert torch.equal(g, expected)
         assert torch.equal(h, torch.tensor([0.0, 0.0, 4.0]))
         assert none is None  # no rank had a gradient: the optimizer must skip it everywhere
+
+
+@pytest.mark.parametrize("ending, status", [("ok", 0), ("raise", 1)])
+def test_a_worker_exits_without_teardown_with_its_scripts_status(tmp_path, ending, status):
+    """What ``exit_without_teardown`` skips is only the interpreter's teardown: the script's output
+    is all written, and a script that ends with an uncaught exception still exits 1, with its
+    traceback (TorchDistributor's torchrun must see a failed rank as failed)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from sparkrec.train import distributed as dist
+        dist.exit_without_teardown()
+        print("result written", flush=False)
+        sys.stderr.write("last words")
+        if {ending!r} == "raise":
+            raise RuntimeError("the worker failed")
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == status
+    assert done.stdout == "result written\n"
+    assert "last words" in done.stderr
+    assert ("RuntimeError: the worker failed" in done.stderr) == (ending == "raise")

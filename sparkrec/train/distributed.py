@@ -7,6 +7,7 @@ backend once per process; every other function follows it.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 
 import torch
@@ -83,6 +84,33 @@ def shutdown() -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def exit_without_teardown() -> None:
+    """End this torchrun-started process without the interpreter's teardown, once its script ends.
+
+    Call it after the work succeeded. Gloo's worker threads destroy each finished collective on
+    their own; when one still holds a tensor whose Python object was freed, destroying it takes
+    the GIL, and if the interpreter is tearing down by then the process aborts (SIGABRT,
+    "terminate called without an active exception": pytorch/pytorch#190489; a fix, #179291, was
+    abandoned). ``destroy_process_group`` does not stop those threads here: DDP keeps the process
+    group alive. An aborted rank fails the whole launch (torchrun's agents then wait out their
+    300 s exit barrier), about one run in three on 2 cores. TorchDistributor writes the result
+    before its script ends, so the exit keeps the script's status (1 after an uncaught exception)
+    and only skips the teardown.
+    """
+    import atexit
+
+    def exit_now():
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        # Python sets sys.last_value when the script ended with an uncaught exception.
+        os._exit(1 if getattr(sys, "last_value", None) is not None else 0)
+
+    atexit.register(exit_now)
 
 
 def rank() -> int:

@@ -39,6 +39,7 @@ from sparkrec.data.sparse_vectors import current_vectors, publish_vectors
 from sparkrec.errors import SparkrecError
 from sparkrec.preflight import check_training_cluster
 from sparkrec.session import get_spark
+from sparkrec.train import distributed as dist
 from sparkrec.train.checkpoint import checkpoint_dir, clear_checkpoints
 from sparkrec.train.inputs import training_inputs
 from sparkrec.train.loop import is_implicit, model_config, pretrained_parts, train, warm_start_version
@@ -50,7 +51,11 @@ HOROVOD_START_TIMEOUT_S = 120
 
 def worker_main(config: dict, manifest: dict, inputs: dict, vectors: dict | None = None, on_epoch=None) -> dict:
     """Entry point of every worker process: rebuild the config, run the loop."""
-    return train(Config.model_validate(config), manifest, inputs, vectors, on_epoch)
+    cfg = Config.model_validate(config)
+    summary = train(cfg, manifest, inputs, vectors, on_epoch)
+    if cfg.train.backend == "torch" and os.environ.get("TORCHELASTIC_RUN_ID"):  # a torchrun child
+        dist.exit_without_teardown()
+    return summary
 
 
 class WorkerCrash(SparkrecError):
