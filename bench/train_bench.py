@@ -7,10 +7,16 @@
    gradients; target ratio >= 0.5);
 4. losses: in-memory GMF-64 steps (1M users x 100k items) with each loss; target:
    ``sampled_softmax`` with 1,000 shared negatives (plus the batch's positives) >= 0.5x the
-   samples/s of ``bce`` with 4 negatives per positive.
+   samples/s of ``bce`` with 4 negatives per positive;
+5. time_to_quality (ml-latest-small, implicit, from ``../shared``): wall time from published
+   prepared data to a model of the shipped ``conf/movielens-implicit.yaml`` (no refit) whose
+   validation full NDCG@10 reaches tuned Spark ALS's (the evaluate job's ALS at the conf's
+   ``evaluate.als_*``, judged by the same validation protocol as tuning), over ALS's fit time at
+   those settings, in the same run (target <= 1.0). The split is ``bench/movielens_quality.py``'s:
+   validation carved from the train file, test never read.
 
     flock /tmp/sparkrec-tests.lock .venv/bin/python bench/train_bench.py [--rows 2000000] [--reps 3] \
-        [--parts feed workers vocabulary losses]
+        [--parts feed workers vocabulary losses time_to_quality]
 
 Samples are positives (each implicit step also scores num_negatives negatives per positive).
 Medians over ``--reps`` alternating repetitions; the prepared data is cached under bench/out/.
@@ -172,17 +178,67 @@ def bench_losses(lake: str, reps: int, batch_size: int, steps: int) -> dict[str,
     return {name: statistics.median(v) for name, v in rates.items()}
 
 
+class QualityReached(Exception):
+    """Ends a timed training run at the first epoch that reaches the target."""
+
+
+def bench_time_to_quality(reps: int, spark_cfg: list[str]) -> dict:
+    from types import SimpleNamespace
+
+    from movielens_quality import base_config  # bench/ is this script's folder
+
+    from sparkrec.config import with_overrides
+    from sparkrec.evaluate.run import fit_baselines
+    from sparkrec.tune.search import _ValidationJudge
+
+    conf = str(Path(__file__).resolve().parent.parent / "conf" / "movielens-implicit.yaml")
+    cfg = base_config(SimpleNamespace(lake=str(OUT / "movielens")), "implicit", conf,
+                      ["train.refit=false", "train.publish=false", "train.early_stopping_patience=0", *spark_cfg])
+    spark = get_spark(cfg.spark)
+    run_prepare(spark, cfg)  # not timed: the clock starts from published prepared data
+    prepared = load_manifest(cfg.lake)
+    judge = _ValidationJudge(spark, cfg, prepared)
+    als_cfg = with_overrides(judge.cfg, ["evaluate.baselines=[als_implicit]"])
+    als_s, targets = [], []
+    for rep in range(reps):
+        started = time.perf_counter()
+        als = fit_baselines(judge.splits["train"], als_cfg, prepared)[0][0]
+        als_s.append(time.perf_counter() - started)
+        targets.append(judge(als))
+        print(f"  rep {rep}: ALS fit {als_s[-1]:.1f}s, validation full ndcg@10 {targets[-1]:.4f}", flush=True)
+    target = statistics.median(targets)
+    model_s, epochs = [], []
+    for rep in range(reps):
+        started = time.perf_counter()
+
+        def stop_when_reached(epoch: int, record: dict) -> None:
+            if record["val_ndcg@10"] >= target:
+                epochs.append(epoch)
+                raise QualityReached
+
+        try:
+            run_training(None, with_overrides(cfg, [f"name=ttq-{rep}"]), on_epoch=stop_when_reached)
+            model_s.append(float("inf"))  # never reached it
+        except QualityReached:
+            model_s.append(time.perf_counter() - started)
+        print(f"  rep {rep}: model reached {target:.4f} after {model_s[-1]:.1f}s "
+              f"(epoch {epochs[-1] if len(epochs) > rep else '-'})", flush=True)
+    return {"target": target, "als_s": statistics.median(als_s), "model_s": statistics.median(model_s),
+            "epochs": epochs}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2_000_000, help="generated events (before dedupe)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--parts", nargs="+", default=["feed", "workers", "vocabulary", "losses"])
+    parser.add_argument("--parts", nargs="+", default=["feed", "workers", "vocabulary", "losses", "time_to_quality"])
     args = parser.parse_args()
     spark_cfg = ["spark.log_level=ERROR", f"spark.conf={{spark.local.dir: {OUT}/spark-local}}"]
     print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}")
-    lake, overrides = prepared(args.rows, spark_cfg)  # the vocabulary part reuses only its objective
-    print(f"prepared: {load_manifest(lake)['splits']['train']['rows']:,} training rows")
+    if set(args.parts) - {"time_to_quality"}:
+        lake, overrides = prepared(args.rows, spark_cfg)  # the vocabulary part reuses only its objective
+        print(f"prepared: {load_manifest(lake)['splits']['train']['rows']:,} training rows")
     if "feed" in args.parts:
         print("1. Petastorm feed vs in-memory tensors (NeuMF 8 / 64-32-16-8, 4 negatives, batch "
               f"{args.batch_size})")
@@ -204,6 +260,12 @@ def main() -> int:
             print(f"   median {name}: {rate:,.0f} samples/s")
         ratio = rates["sampled_softmax, 1,000 shared negatives"] / rates["bce, 4 negatives"]
         print(f"   sampled_softmax (1,000) / bce (4): {ratio:.2f} (target >= 0.5)")
+    if "time_to_quality" in args.parts:
+        print("5. time to quality, ml-latest-small implicit: conf/movielens-implicit.yaml vs tuned ALS's validation "
+              "full NDCG@10")
+        t = bench_time_to_quality(args.reps, spark_cfg)
+        print(f"   ALS validation full ndcg@10 {t['target']:.4f}, ALS fit {t['als_s']:.1f}s; model reached it in "
+              f"{t['model_s']:.1f}s (epochs {t['epochs']}): ratio {t['model_s'] / t['als_s']:.2f} (target <= 1.0)")
     return 0
 
 
