@@ -33,13 +33,13 @@ import psutil
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from pyspark.sql import functions as F  # noqa: E402
-from pyspark.sql.window import Window  # noqa: E402
 
 from sparkrec import lake  # noqa: E402
 from sparkrec.columns import ITEM_ID, SPLIT, TIMESTAMP, USER_ID  # noqa: E402
 from sparkrec.config import load_config  # noqa: E402
 from sparkrec.data.prepare import run_prepare  # noqa: E402
 from sparkrec.data.read_log import read_log  # noqa: E402
+from sparkrec.data.split import split_leave_last_out  # noqa: E402
 from sparkrec.data.validate import check_rows, valid_rows  # noqa: E402
 from sparkrec.data.synthetic import generate_interactions, write_synthetic  # noqa: E402
 from sparkrec.session import get_spark  # noqa: E402
@@ -83,12 +83,10 @@ def floor_job(spark, cfg, out: str, partitions: int) -> None:
     """
     p = cfg.prepare
     rows = valid_rows(check_rows(read_log(spark, cfg.input), p.rating_min, p.rating_max))
-    latest_first = [F.col(TIMESTAMP).desc(), F.col(ITEM_ID).asc()]
+    # Sorted as prepare's leave-last-out window orders each user's rows, so it adds no sort either.
     by_user = (rows.repartition(partitions, USER_ID).dropDuplicates()
-               .sortWithinPartitions(USER_ID, *latest_first))
-    rank = F.row_number().over(Window.partitionBy(USER_ID).orderBy(*latest_first))
-    split = F.when(rank == 1, "test").when(rank == 2, "validation").otherwise("train")
-    by_user.withColumn(SPLIT, split).write.mode("overwrite").partitionBy(SPLIT).parquet(out)
+               .sortWithinPartitions(USER_ID, F.col(TIMESTAMP).desc(), F.col(ITEM_ID).asc()))
+    split_leave_last_out(by_user, validation=True).write.mode("overwrite").partitionBy(SPLIT).parquet(out)
 
 
 def main(argv=None) -> int:

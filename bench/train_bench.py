@@ -189,7 +189,7 @@ def bench_time_to_quality(reps: int, spark_cfg: list[str]) -> dict:
 
     from sparkrec.config import with_overrides
     from sparkrec.evaluate.run import fit_baselines
-    from sparkrec.tune.search import _ValidationJudge
+    from sparkrec.tune.search import ValidationJudge
 
     conf = str(Path(__file__).resolve().parent.parent / "conf" / "movielens-implicit.yaml")
     cfg = base_config(SimpleNamespace(lake=str(OUT / "movielens")), "implicit", conf,
@@ -197,7 +197,7 @@ def bench_time_to_quality(reps: int, spark_cfg: list[str]) -> dict:
     spark = get_spark(cfg.spark)
     run_prepare(spark, cfg)  # not timed: the clock starts from published prepared data
     prepared = load_manifest(cfg.lake)
-    judge = _ValidationJudge(spark, cfg, prepared)
+    judge = ValidationJudge(spark, cfg, prepared)
     als_cfg = with_overrides(judge.cfg, ["evaluate.baselines=[als_implicit]"])
     als_s, targets = [], []
     for rep in range(reps):

@@ -127,7 +127,7 @@ def current_params(cfg: Config, space: dict) -> dict:
     return params
 
 
-class _ValidationJudge:
+class ValidationJudge:
     """Scores baselines by the evaluate job's protocol on the validation split (test unread)."""
 
     def __init__(self, spark: SparkSession, cfg: Config, prepared: dict):
@@ -150,7 +150,7 @@ class _ValidationJudge:
         return "maximize" if self.implicit else "minimize"
 
 
-def tune_als(cfg: Config, judge: _ValidationJudge) -> tuple[list[str], list[dict], dict]:
+def tune_als(cfg: Config, judge: ValidationJudge) -> tuple[list[str], list[dict], dict]:
     space = ALS_IMPLICIT if judge.implicit else ALS_EXPLICIT
     name = "als_implicit" if judge.implicit else "als_explicit"
     study = _study(cfg, judge.direction, prune=False)
@@ -169,7 +169,7 @@ def tune_als(cfg: Config, judge: _ValidationJudge) -> tuple[list[str], list[dict
             {"metric": judge.metric, "value": best.value, "params": best.params})
 
 
-def tune_ease(cfg: Config, judge: _ValidationJudge) -> tuple[list[str], list[dict], dict]:
+def tune_ease(cfg: Config, judge: ValidationJudge) -> tuple[list[str], list[dict], dict]:
     rows, fitted, best = [], None, None
     train = judge.splits["train"]
     for number, lam in enumerate(cfg.tune.ease_lambdas):
@@ -216,7 +216,7 @@ def run_tune(spark: SparkSession, cfg: Config) -> dict:
         chosen, trials, best["model"] = tune_model(cfg, implicit)
         overrides += chosen
         rows += trials
-    judge = _ValidationJudge(spark, cfg, prepared) if {"als", "ease"} & set(cfg.tune.targets) else None
+    judge = ValidationJudge(spark, cfg, prepared) if {"als", "ease"} & set(cfg.tune.targets) else None
     if "als" in cfg.tune.targets:
         chosen, trials, best["als"] = tune_als(cfg, judge)
         overrides += chosen
