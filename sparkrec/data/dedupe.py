@@ -13,7 +13,7 @@ POLICIES = ("latest", "first", "sum")
 _REPEAT, _RANK = "_repeat", "_rank"
 
 
-def dedupe(valid: DataFrame, policy: str) -> DataFrame:
+def dedupe(valid: DataFrame, policy: str, partitions: int | None = None) -> DataFrame:
     """One row per (user, item): drop identical events, then merge the pair's events by ``policy``.
 
     ``latest`` / ``first`` keep the event with the largest / smallest timestamp, ties (and logs
@@ -25,12 +25,14 @@ def dedupe(valid: DataFrame, policy: str) -> DataFrame:
     valid : DataFrame
         ``user_id``, ``item_id``, ``rating`` double, ``timestamp`` long (may be null).
     policy : {"latest", "first", "sum"}
+    partitions : int, optional
+        Partitions of the one shuffle by user (default ``spark.sql.shuffle.partitions``).
 
     Returns
     -------
     DataFrame
         ``user_id``, ``item_id``, ``rating`` double, ``timestamp`` long, ``first_ts`` long,
-        ``events`` long, ``rows`` long; hash-partitioned by ``user_id``.
+        ``events`` long, ``rows`` long; hash-partitioned by ``user_id`` into ``partitions``.
 
     Notes
     -----
@@ -47,7 +49,8 @@ def dedupe(valid: DataFrame, policy: str) -> DataFrame:
     pair = ordered.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     repeat = (F.lag(TIMESTAMP).over(ordered).eqNullSafe(F.col(TIMESTAMP))
               & (F.lag(RATING).over(ordered) == F.col(RATING)))
-    events = valid.repartition(USER_ID).withColumn(_REPEAT, F.coalesce(repeat, F.lit(False)))
+    by_user = valid.repartition(partitions, USER_ID) if partitions else valid.repartition(USER_ID)
+    events = by_user.withColumn(_REPEAT, F.coalesce(repeat, F.lit(False)))
     rating, time = ((F.sum(F.when(~F.col(_REPEAT), F.col(RATING))).over(pair), F.max(TIMESTAMP).over(pair))
                     if policy == "sum" else (F.col(RATING), F.col(TIMESTAMP)))
     return (events

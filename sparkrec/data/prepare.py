@@ -38,6 +38,9 @@ from sparkrec.hashing import digest
 log = logging.getLogger(__name__)
 
 PREPARED = "prepared"
+CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"
+# Item vocabularies up to this size are broadcast to the split join (about 50 MB at 1M IDs).
+BROADCAST_ITEMS = 2_000_000
 OUTPUT_SCHEMA = f"{USER_IDX} long, {ITEM_IDX} long, {LABEL} float, {TIMESTAMP} long"
 
 
@@ -119,8 +122,13 @@ def _write_vocab(stats: DataFrame, previous: DataFrame | None, previous_size: in
         build_vocab(stats, previous, previous_size).write.parquet(uri)
     finally:
         stats.unpersist()
+    # Fresh numbering hands each hash bucket its own range (offset + rank in the bucket), so its
+    # indices are distinct by construction and n, min and max catch lost or extra rows. Only an
+    # extended vocabulary (read back from the lake) can bring repeats: counting distinct indices
+    # costs a shuffle (about 1 s at 1M IDs), so it runs only then.
+    distinct = F.countDistinct(INDEX) if previous is not None else F.count(F.lit(1))
     check = stats.sparkSession.read.parquet(uri).agg(
-        F.count(F.lit(1)).alias("n"), F.countDistinct(INDEX).alias("distinct"),
+        F.count(F.lit(1)).alias("n"), distinct.alias("distinct"),
         F.min(INDEX).alias("lo"), F.max(INDEX).alias("hi")).first()
     if not (check["n"] == check["distinct"] == (check["hi"] + 1) and check["lo"] == 0):
         raise SparkrecError(f"vocabulary {uri} is not dense 0..n-1 (rows {check['n']}, distinct indices "
@@ -137,14 +145,25 @@ def _count_cold_items(item_vocab: DataFrame, cfg: SplitConfig, seed: int) -> int
     return item_vocab.filter((F.col(COUNT) > 0) & cold).count()
 
 
-def _write_splits(df: DataFrame, version: str, num_files: int, row_group_bytes: int) -> dict[str, Layout]:
-    """One job writes all splits (partitioned by split), then each moves to ``<version>/<split>``."""
+def _write_splits(df: DataFrame, version: str, num_files: int, row_group_bytes: int,
+                  files_by_user: bool) -> dict[str, Layout]:
+    """One job writes all splits (partitioned by split), then each moves to ``<version>/<split>``.
+
+    ``files_by_user``: ``df`` is still in the ``num_files`` partitions of prepare's one shuffle by
+    user, so each partition is written as it is (one file per split), without another shuffle.
+    """
     staging = lake.join(version, "_splits")
-    # Hash of the pair: every file gets an even share of every split, and unlike round-robin
-    # it needs no sort of each partition to stay deterministic when a task is retried.
-    (df.repartition(num_files, USER_IDX, ITEM_IDX)
-     .write.option("parquet.block.size", row_group_bytes)
-     .partitionBy(SPLIT).parquet(staging))
+    if files_by_user:
+        # Users hashed to files give every file an even share of every split. Sorting each file by
+        # a hash of the pair undoes the by-user order of the split window (readers shuffle only
+        # within a row group) and is the order the by-split writer needs anyway.
+        # (Sorting by split first, as the writer does on its own, took twice as long at 10M rows.)
+        placed = df.sortWithinPartitions(F.xxhash64(USER_IDX, ITEM_IDX))
+    else:
+        # Hash of the pair: every file gets an even share of every split, and unlike round-robin
+        # it needs no sort of each partition to stay deterministic when a task is retried.
+        placed = df.repartition(num_files, USER_IDX, ITEM_IDX)
+    placed.write.option("parquet.block.size", row_group_bytes).partitionBy(SPLIT).parquet(staging)
     spark = df.sparkSession
     layouts = {}
     for split in SPLITS:
@@ -193,10 +212,16 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
     num_files = files_per_split(p.num_files, cfg.train.num_workers)
     persisted: list[DataFrame] = []
     clock = StepClock()
+    # Caches here are written once and read a few times in the same job: compressing them cost
+    # more than the reads saved (10M rows: the deduplicated cache took 6 s to build compressed,
+    # 0.5 s plain; bench/prepare_bench.py).
+    compressed = spark.conf.get(CACHE_COMPRESSED)
+    spark.conf.set(CACHE_COMPRESSED, "false")
     try:
         with lake.publishing(root) as staged:
             _prepare_version(spark, cfg, raw, staged, previous, num_files, implicit, persisted, clock)
     finally:
+        spark.conf.set(CACHE_COMPRESSED, compressed)
         for df in persisted:
             df.unpersist()
     return lake.resolve(root)  # exactly what load_manifest() now returns
@@ -206,13 +231,14 @@ def _prepare_version(spark: SparkSession, cfg: Config, raw: DataFrame, staged: l
                      num_files: int, implicit: bool, persisted: list[DataFrame], clock: StepClock) -> None:
     """Write one prepared version into ``staged`` and set its manifest (see ``run_prepare``)."""
     p, version = cfg.prepare, staged.version
-    # Parsing twice (here and for dedupe) is cheaper than caching the parsed rows: building an
-    # in-memory cache of the string columns cost 2.5x a parse in bench/prepare_bench.py.
     try:
         input_rows = raw.count()
     except Exception as e:  # a file only the row readers find undecodable (e.g. in a folder of good ones)
         raise unreadable_input(e, cfg.input) or e
-    checked = check_rows(raw, p.rating_min, p.rating_max)
+    # Checked rows are cached for the quarantine write and dedupe: with the uncompressed cache,
+    # 10M rows cost the quarantine step 1.8 s and saved dedupe 4.4 s of parsing again.
+    checked = check_rows(raw, p.rating_min, p.rating_max).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted.append(checked)
     quarantine_uri = lake.join(version, "quarantine")
     quarantined_rows(checked).write.parquet(quarantine_uri)
     found = dict(spark.read.parquet(quarantine_uri).groupBy(REASON).count().collect())
@@ -220,7 +246,9 @@ def _prepare_version(spark: SparkSession, cfg: Config, raw: DataFrame, staged: l
     assert not found, f"unknown quarantine reasons {found}"
     clock.lap("quarantine")
 
-    deduped = dedupe(valid_rows(checked), p.dedupe).persist(StorageLevel.MEMORY_AND_DISK)
+    # The one shuffle by user. With num_files partitions it is also the output's file layout.
+    user_partitions = max(int(spark.conf.get("spark.sql.shuffle.partitions")), num_files)
+    deduped = dedupe(valid_rows(checked), p.dedupe, user_partitions).persist(StorageLevel.MEMORY_AND_DISK)
     persisted.append(deduped)
     totals = deduped.agg(F.count(F.lit(1)).alias("pairs"), F.sum(EVENTS).alias("events"),
                          F.sum(ROWS).alias("rows")).first()
@@ -258,9 +286,13 @@ def _prepare_version(spark: SparkSession, cfg: Config, raw: DataFrame, staged: l
     users = read_vocab(spark, paths["user_vocab"], USER_ID, USER_IDX)
     items = read_vocab(spark, paths["item_vocab"], ITEM_ID, ITEM_IDX)
     label = F.lit(1.0) if implicit else F.col(RATING)
-    out = (assign_split(kept, p.split, cfg.seed).join(users, USER_ID).join(items, ITEM_ID)
+    # The user join keeps the by-user partitioning (the vocabulary side is shuffled to it) and a
+    # broadcast item join keeps it too; a k-core pass joins by item and loses it.
+    files_by_user = core.iterations == 0 and user_partitions == num_files and num_items <= BROADCAST_ITEMS
+    out = (assign_split(kept, p.split, cfg.seed).join(users, USER_ID)
+           .join(F.broadcast(items) if files_by_user else items, ITEM_ID)
            .select(USER_IDX, ITEM_IDX, label.cast("float").alias(LABEL), TIMESTAMP, SPLIT))
-    layouts = _write_splits(out, version, num_files, p.row_group_bytes)
+    layouts = _write_splits(out, version, num_files, p.row_group_bytes, files_by_user)
     clock.lap("split_write")
 
     written = sum(layout.rows for layout in layouts.values())
