@@ -91,6 +91,17 @@ def test_output_schema_files_and_row_groups(prepared):
     assert manifest["implicit"] is False
 
 
+
+def test_rows_within_a_file_are_not_grouped_by_user(prepared):
+    """Files come straight from the shuffle by user; each is reordered by a hash of the pair, so a
+    row group (the unit a reader shuffles within) mixes users instead of holding a few whole ones."""
+    _, _, manifest = prepared
+    train = manifest["splits"]["train"]
+    for path in sorted(Path(train["path"].removeprefix("file://")).glob("part-*.parquet")):
+        users = pq.read_table(path, columns=["user_idx"]).column("user_idx").to_pylist()
+        same_as_previous = sum(a == b for a, b in zip(users, users[1:])) / (len(users) - 1)
+        assert same_as_previous < 0.2, path
+
 def test_petastorm_shards_follow_manifest_row_group_order(prepared):
     """Petastorm's shard s reads the row groups at positions i % shards == s of the manifest's order
     (files sorted by path, then row-group index). Four shards over files of six row groups each
