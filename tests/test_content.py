@@ -144,10 +144,13 @@ def test_hybrid_beats_popularity_on_cold_items(spark, planted):
     assert cold["users"] > 100 and cold["cold_items"] == planted["prepared"]["num_items"] - content["trained_items"]
     hybrid, popularity = cold["results"]["hybrid"], cold["results"][POPULARITY]
     print("cold items:", {k: (hybrid[k], popularity[k]) for k in ("hr@10", "ndcg@10")})
-    # ~8 cold positives per user among ~110 cold items: popularity's random order already hits
-    # often (HR@10 ~0.57, NDCG@10 ~0.09); the hybrid reached ~0.86 and ~0.23 when tuned.
+    # ~8 cold positives per user among ~110 cold items: popularity's arbitrary order already hits
+    # often. Over seeds 42, 1, 2, 3 (2026-12-06) popularity scored HR@10 0.56-0.73 and NDCG@10
+    # 0.07-0.12, the hybrid 0.88-0.96 and 0.23-0.30: margins of at least 0.23 and 0.11. A ratio
+    # bound (2x) failed on seed 42 by 1% when the file order of prepared rows changed, so the
+    # bounds are margins, set below the smallest measured one.
     assert hybrid["hr@10"] > popularity["hr@10"] + 0.15
-    assert hybrid["ndcg@10"] > 2 * popularity["ndcg@10"]
+    assert hybrid["ndcg@10"] > popularity["ndcg@10"] + 0.08
     page = lake.read_bytes(metrics["report"]).decode("utf-8")
     section = page[page.index("<h2>Cold items"):page.index("<h2>Training curves")]
     assert f"{cold['cold_items']} cold items, {cold['positives']} relevant test pairs of {cold['users']} users" in section

@@ -15,7 +15,8 @@ from pyspark.sql import functions as F
 import jobs.prepare_data as prepare_job
 from sparkrec.config import load_config
 from sparkrec.data import quality
-from sparkrec.data.prepare import load_manifest, run_prepare
+from sparkrec.data.prepare import (CACHE_COMPRESSED, CONCURRENT_WRITERS, PLANNED_WRITE, load_manifest,
+                                   run_prepare)
 from sparkrec.data.split import is_cold_item
 from sparkrec.data.synthetic import START_TS, YEAR_S, generate_interactions, write_synthetic
 
@@ -92,15 +93,19 @@ def test_output_schema_files_and_row_groups(prepared):
 
 
 
-def test_rows_within_a_file_are_not_grouped_by_user(prepared):
+def test_rows_within_a_file_are_not_grouped_by_user(spark, prepared):
     """Files come straight from the shuffle by user; each is reordered by a hash of the pair, so a
-    row group (the unit a reader shuffles within) mixes users instead of holding a few whole ones."""
+    row group (the unit a reader shuffles within) mixes users instead of holding a few whole ones.
+    The write confs that keep that order (a writer per split) are the session's own again after."""
     _, _, manifest = prepared
     train = manifest["splits"]["train"]
     for path in sorted(Path(train["path"].removeprefix("file://")).glob("part-*.parquet")):
         users = pq.read_table(path, columns=["user_idx"]).column("user_idx").to_pylist()
         same_as_previous = sum(a == b for a, b in zip(users, users[1:])) / (len(users) - 1)
         assert same_as_previous < 0.2, path
+    assert spark.conf.get(PLANNED_WRITE) == "true" and spark.conf.get(CONCURRENT_WRITERS) == "0"
+    assert spark.conf.get(CACHE_COMPRESSED) == "true"
+
 
 def test_petastorm_shards_follow_manifest_row_group_order(prepared):
     """Petastorm's shard s reads the row groups at positions i % shards == s of the manifest's order

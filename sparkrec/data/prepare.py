@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from pyspark import StorageLevel
@@ -39,9 +40,29 @@ log = logging.getLogger(__name__)
 
 PREPARED = "prepared"
 CACHE_COMPRESSED = "spark.sql.inMemoryColumnarStorage.compressed"
+# With planned writes off and N concurrent writers, a partitioned write keeps the rows' own order
+# (up to N partition values per task) instead of sorting them by the partition column.
+PLANNED_WRITE = "spark.sql.optimizer.plannedWrite.enabled"
+CONCURRENT_WRITERS = "spark.sql.maxConcurrentOutputFileWriters"
 # Item vocabularies up to this size are broadcast to the split join (about 50 MB at 1M IDs).
 BROADCAST_ITEMS = 2_000_000
 OUTPUT_SCHEMA = f"{USER_IDX} long, {ITEM_IDX} long, {LABEL} float, {TIMESTAMP} long"
+
+
+@contextmanager
+def session_confs(spark: SparkSession, confs: dict[str, str]):
+    """Set session confs for a block, then restore each to its value (or unset) before it."""
+    before = {key: spark.conf.get(key, None) for key in confs}
+    for key, value in confs.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 class StepClock:
@@ -158,12 +179,14 @@ def _write_splits(df: DataFrame, version: str, num_files: int, row_group_bytes: 
     # unlike round-robin it needs no sort of each partition to stay deterministic when a task is
     # retried. With it, users hashed to files do the same.
     placed = df if files_by_user else df.repartition(num_files, USER_IDX, ITEM_IDX)
-    # Within a split, a hash of the pair undoes the by-user order of the split window (readers
-    # shuffle only within a row group). The split leads because the by-split writer needs it: a
-    # sort by the hash alone is dropped by the optimizer under the writer's own sort.
-    placed = placed.sortWithinPartitions(SPLIT, F.xxhash64(USER_IDX, ITEM_IDX))
-    placed.write.option("parquet.block.size", row_group_bytes).partitionBy(SPLIT).parquet(staging)
+    # Within a file, a hash of the pair undoes the by-user order of the split window (readers
+    # shuffle only within a row group). The by-split writer would sort by the split first (and the
+    # optimizer then drops a sort by the hash alone); a writer per split instead takes rows in the
+    # hash order, and a sort by one long key is a radix sort.
+    placed = placed.sortWithinPartitions(F.xxhash64(USER_IDX, ITEM_IDX))
     spark = df.sparkSession
+    with session_confs(spark, {PLANNED_WRITE: "false", CONCURRENT_WRITERS: str(len(SPLITS))}):
+        placed.write.option("parquet.block.size", row_group_bytes).partitionBy(SPLIT).parquet(staging)
     layouts = {}
     for split in SPLITS:
         src, dst = lake.join(staging, f"{SPLIT}={split}"), lake.join(version, split)
@@ -214,13 +237,10 @@ def run_prepare(spark: SparkSession, cfg: Config) -> dict:
     # Caches here are written once and read a few times in the same job: compressing them cost
     # more than the reads saved (10M rows: the deduplicated cache took 6 s to build compressed,
     # 0.5 s plain; bench/prepare_bench.py).
-    compressed = spark.conf.get(CACHE_COMPRESSED)
-    spark.conf.set(CACHE_COMPRESSED, "false")
     try:
-        with lake.publishing(root) as staged:
+        with session_confs(spark, {CACHE_COMPRESSED: "false"}), lake.publishing(root) as staged:
             _prepare_version(spark, cfg, raw, staged, previous, num_files, implicit, persisted, clock)
     finally:
-        spark.conf.set(CACHE_COMPRESSED, compressed)
         for df in persisted:
             df.unpersist()
     return lake.resolve(root)  # exactly what load_manifest() now returns
