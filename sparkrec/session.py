@@ -1,7 +1,8 @@
-"""Build the SparkSession every job uses."""
+"""Build the SparkSession every job uses, and set its confs for a block."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -31,3 +32,19 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark
+
+
+@contextmanager
+def session_confs(spark: SparkSession, confs: dict[str, str]):
+    """Set session confs for a block, then restore each to its value (or unset) before it."""
+    before = {key: spark.conf.get(key, None) for key in confs}
+    for key, value in confs.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

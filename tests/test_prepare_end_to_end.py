@@ -92,7 +92,6 @@ def test_output_schema_files_and_row_groups(prepared):
     assert manifest["implicit"] is False
 
 
-
 def test_rows_within_a_file_are_not_grouped_by_user(spark, prepared):
     """Files come straight from the shuffle by user; each is reordered by a hash of the pair, so a
     row group (the unit a reader shuffles within) mixes users instead of holding a few whole ones.

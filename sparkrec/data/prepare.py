@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from pyspark import StorageLevel
@@ -35,6 +34,7 @@ from sparkrec.data.split import SPLIT, SPLITS, assign_split, check_split_possibl
 from sparkrec.data.validate import check_rows, quarantined_rows, valid_rows
 from sparkrec.errors import SparkrecError
 from sparkrec.hashing import digest
+from sparkrec.session import session_confs
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +47,6 @@ CONCURRENT_WRITERS = "spark.sql.maxConcurrentOutputFileWriters"
 # Item vocabularies up to this size are broadcast to the split join (about 50 MB at 1M IDs).
 BROADCAST_ITEMS = 2_000_000
 OUTPUT_SCHEMA = f"{USER_IDX} long, {ITEM_IDX} long, {LABEL} float, {TIMESTAMP} long"
-
-
-@contextmanager
-def session_confs(spark: SparkSession, confs: dict[str, str]):
-    """Set session confs for a block, then restore each to its value (or unset) before it."""
-    before = {key: spark.conf.get(key, None) for key in confs}
-    for key, value in confs.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 class StepClock:
