@@ -9,6 +9,7 @@ from model_configs import ncf_config
 from sparkrec.errors import SparkrecError
 from sparkrec.models.ncf import NCF
 from sparkrec.models.block_scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models import decomposed_ncf
 from sparkrec.models.decomposed_ncf import DecomposedNCF
 
 NUM_USERS, NUM_ITEMS = 40, 57
@@ -32,12 +33,15 @@ def all_pairs(model):
         return model(users, items).view(NUM_USERS, NUM_ITEMS)
 
 
-@pytest.mark.parametrize("kind,use_bias,dropout,mlp_layers", [
-    *itertools.product(["gmf", "mlp", "neumf"], [False, True], [0.0, 0.3], [(16, 8, 4)]),
-    ("neumf", True, 0.0, (16,)),   # tower without hidden layers
-    ("mlp", False, 0.2, (12, 6)),  # one hidden layer: the tail is only ReLU + dropout
+@pytest.mark.parametrize("kind,use_bias,dropout,mlp_layers,tile_pairs", [
+    *itertools.product(["gmf", "mlp", "neumf"], [False, True], [0.0, 0.3], [(16, 8, 4)], [8192]),
+    ("neumf", True, 0.0, (16,), 8192),   # tower without hidden layers
+    ("mlp", False, 0.2, (12, 6), 8192),  # one hidden layer: the tail is only ReLU + dropout
+    ("neumf", True, 0.0, (16, 8, 4), 3 * NUM_USERS),  # tiles of 3 items; the last one of a block shorter
+    ("neumf", True, 0.0, (16, 8, 4), 1),              # below one item per user: one item a tile
 ])
-def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, mlp_layers):
+def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, mlp_layers, tile_pairs, monkeypatch):
+    monkeypatch.setattr(decomposed_ncf, "TOWER_TILE_PAIRS", tile_pairs)
     model = trained_like(kind, use_bias, dropout, mlp_layers)
     scorer = make_scorer(model, NUM_ITEMS)
     assert isinstance(scorer, DecomposedNCF)
@@ -99,8 +103,8 @@ def test_k_above_catalog_returns_every_item_once():
 
 def test_chunk_fits_the_memory_budget():
     scorer = make_scorer(trained_like("neumf", mlp_layers=(64, 32, 16, 8)), NUM_ITEMS)
-    assert scorer.floats_per_pair == 2 + 32 + 16 + 8
-    assert items_per_chunk(scorer, batch_users=4, budget_mib=1 / 1024) == 1024 // (4 * 58 * 4)
+    assert scorer.floats_per_pair == 1   # the block's scores: the tower's activations are per tile
+    assert items_per_chunk(scorer, batch_users=4, budget_mib=1 / 4096) == 256 // (4 * 1 * 4)
     assert items_per_chunk(scorer, batch_users=4, budget_mib=1024) == NUM_ITEMS
 
 

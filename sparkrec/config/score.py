@@ -47,8 +47,9 @@ class ScoreConfig(Section):
     """Users scored together against the catalog in one executor step."""
 
     chunk_mib: float = Field(16.0, gt=0)
-    """Memory budget (MiB) of one user-batch x item-chunk block of per-pair activations; the item
-    chunk is sized to fit it, so executor memory stays bounded for any catalog size."""
+    """Memory budget (MiB) of one user-batch x item-chunk block of scores (NCF towers add a fixed
+    few MiB of activations per tile); the item chunk is sized to fit it, so executor memory stays
+    bounded for any catalog size."""
 
     users_per_task: int = Field(100_000, ge=1)
     """Users per Spark task (at least one task per core): more tasks balance load, fewer load the

@@ -11,7 +11,10 @@ where p, q are the GMF embeddings, m, n the MLP embeddings, ``W`` the tower's fi
 - the GMF term is ``(p_u * out_g) . q_i``: one matrix product per user batch against all items;
 - the first tower layer is a per-user projection ``W_u m_u`` plus a per-item projection
   ``W_i n_i + b`` computed once per process, so only ``tail`` runs per pair;
-- the output bias and item bias fold into one per-item constant.
+- the output bias and item bias fold into one per-item constant;
+- the tower runs over tiles of about ``TOWER_TILE_PAIRS`` pairs of the block, so its activations
+  stay in cache whatever the block size, and the caller's blocks can be wide (one top-K merge per
+  thousands of items instead of per hundred: the merges took a quarter of the time).
 
 It runs on the device of the model's weights.
 """
@@ -21,6 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from sparkrec.errors import SparkrecError
+
+TOWER_TILE_PAIRS = 16384
+"""(user, item) pairs per tower tile: ~56 activation floats a pair, about 3.7 MiB. Measured on a
+2-core EPYC, 1 thread, tower 64-32-16-8, K=10 (2026-12-06): 8,192-16,384 pairs 26-30 M pairs/s at
+128-512 users a batch, 4,096 pairs 14-25 M; untiled blocks of 512 users x 141 items 18-22 M."""
 
 
 class DecomposedNCF:
@@ -56,7 +64,7 @@ class DecomposedNCF:
                 self.item_gmf = model.item_gmf.weight.detach() * out_w[:factors]
                 offset = factors
             self.user_mlp = self.tail = None
-            self.floats_per_pair = 2
+            self.floats_per_pair = 1   # the block's scores; the tower's activations live per tile
             if hasattr(model, "tower"):
                 user_mlp, item_mlp = model.user_mlp.weight.detach(), model.item_mlp.weight.detach()
                 dim = user_mlp.shape[1]
@@ -75,9 +83,6 @@ class DecomposedNCF:
                     self.tail = _tail_steps(rest)
                     self.buffers = _Buffers(self.device)
                     self.tower_out = out_w[offset:]
-                    widths = [m.out_features for m in rest if isinstance(m, nn.Linear)]
-                    # The broadcast sum, then each later layer's output (activations run in place).
-                    self.floats_per_pair += first.out_features + sum(widths)
             if hasattr(model, "user_bias"):
                 user_bias = model.user_bias.weight.detach()[:, 0]
                 self.user_const = user_bias if self.user_const is None else self.user_const + user_bias
@@ -99,12 +104,15 @@ class DecomposedNCF:
         else:
             scores = item_const.repeat(batch, 1)
         if mlp is not None:
-            width = mlp.shape[0]
-            hidden = self.buffers.get("first", (width, batch * (end - start)))   # [width, users x items]
-            torch.add(mlp, self.item_proj[:, None, start:end], out=hidden.view(width, batch, end - start))
-            for pos, step in enumerate(self.tail):
-                hidden = step(hidden, self.buffers, pos)
-            scores += (self.tower_out @ hidden).view(batch, end - start)
+            width, tile = mlp.shape[0], max(1, TOWER_TILE_PAIRS // batch)
+            for tile_start in range(start, end, tile):
+                tile_end = min(end, tile_start + tile)
+                items = tile_end - tile_start
+                hidden = self.buffers.get("first", (width, batch * items))   # [width, users x items]
+                torch.add(mlp, self.item_proj[:, None, tile_start:tile_end], out=hidden.view(width, batch, items))
+                for pos, step in enumerate(self.tail):
+                    hidden = step(hidden, self.buffers, pos)
+                scores[:, tile_start - start:tile_end - start] += (self.tower_out @ hidden).view(batch, items)
         if const is not None:
             scores += const
         return scores
