@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from movielens_quality import COMMON, DATA, SETTINGS, timed
+from movielens_common import COMMON, DATA, SETTINGS, timed
 from sparkrec.config import load_config
 from sparkrec.data.prepare import run_prepare
 from sparkrec.evaluate.run import run_evaluate

@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from movielens_quality import COMMON, DATA, timed  # same reader, rating range and evaluation settings
+from movielens_common import COMMON, DATA, timed  # same reader, rating range and evaluation settings
 
 from sparkrec import lake
 from sparkrec.config import load_config

@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from movielens_quality import prepare_train_evaluate
+from movielens_common import prepare_train_evaluate
 from sparkrec.config import load_config
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
