@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from movielens_common import COMMON, DATA, SETTINGS, timed
+from movielens_common import COMMON, DATA, NEUMF_SETTINGS, timed
 from sparkrec.config import load_config
 from sparkrec.data.prepare import run_prepare
 from sparkrec.evaluate.run import run_evaluate
@@ -52,7 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     for setting in args.settings:
         base = [f"lake={args.lake}/{setting}", f"input.path={os.path.abspath(args.data)}", *COMMON,
-                *SETTINGS[setting]["overrides"], *EVALUATE[setting]]
+                *NEUMF_SETTINGS[setting], *EVALUATE[setting]]
         contenders = {"neumf": [*base, "train.model=neumf"], "autoencoder": [*base, *AUTOENCODERS[setting]]}
         spark = get_spark(load_config(None, base).spark)
         manifest = run_prepare(spark, load_config(None, base))

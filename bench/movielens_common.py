@@ -22,16 +22,17 @@ COMMON = ["input.format=movielens", "prepare.rating_min=0.5", "prepare.num_files
           "train.model=neumf", "train.threads_per_worker=1", "train.log_every_steps=1000000",
           "evaluate.k=[10]", "evaluate.num_negatives=99", "evaluate.als_blocks=2", "evaluate.als_max_iter=15"]
 
-SETTINGS = {
-    "explicit": {"overrides": ["prepare.split.kind=random", "prepare.split.fractions=[0.9,0.0,0.1]",
-                               "evaluate.baselines=[global_mean,bias,als_explicit]",
-                               "train.epochs=10", "train.batch_size=128", "train.lr=0.001", "train.factors=32",
-                               "train.mlp_layers=[64,32,16]", "train.weight_decay=0.005", "train.dropout=0.2"]},
-    "implicit": {"overrides": ["prepare.implicit_threshold=0.5", "prepare.split.kind=leave_last_out",
-                               "evaluate.baselines=[popularity,als_implicit]", "train.model=gmf",
-                               "train.epochs=30", "train.batch_size=256", "train.lr=0.002", "train.factors=64",
-                               "train.num_negatives=4", "train.early_stopping_patience=4"]},
+NEUMF_SETTINGS = {
+    "explicit": ["prepare.split.kind=random", "prepare.split.fractions=[0.9,0.0,0.1]",
+                 "evaluate.baselines=[global_mean,bias,als_explicit]",
+                 "train.epochs=10", "train.batch_size=128", "train.lr=0.001", "train.factors=32",
+                 "train.mlp_layers=[64,32,16]", "train.weight_decay=0.005", "train.dropout=0.2"],
+    "implicit": ["prepare.implicit_threshold=0.5", "prepare.split.kind=leave_last_out",
+                 "evaluate.baselines=[popularity,als_implicit]", "train.model=gmf",
+                 "train.epochs=30", "train.batch_size=256", "train.lr=0.002", "train.factors=64",
+                 "train.num_negatives=4", "train.early_stopping_patience=4"],
 }
+"""Per setting: the split and the NCF settings the autoencoders are compared against (untuned)."""
 
 
 @contextmanager
