@@ -33,6 +33,16 @@ def test_chunked_softmax_equals_the_full_cross_entropy_and_its_gradients(chunk, 
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [4, 1000])  # recomputed blocks; one block kept from forward
+def test_chunked_softmax_gives_the_same_gradients_on_a_second_backward(chunk):
+    users, table, item_bias, targets = _problem()
+    loss = softmax_loss(users, targets, table, item_bias, chunk=chunk)
+    first = torch.autograd.grad(loss, [users, table, item_bias], retain_graph=True)
+    second = torch.autograd.grad(loss, [users, table, item_bias])
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_chunk_size_keeps_a_block_within_the_budget():
     assert chunk_size(1024, 1.0) == 256          # 1024 rows x 256 floats x 4 bytes = 1 MiB
     assert chunk_size(10**9, 1.0) == 1           # never zero

@@ -40,7 +40,10 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
     """Per-row ``logsumexp_i(u . E_i + b_i) - (u . E_t + b_t)`` without a ``[P, N]`` logits matrix.
 
     Forward keeps a running logsumexp over item chunks; backward recomputes each chunk's logits and
-    turns them into probabilities, so both passes hold one ``[P, chunk]`` block at a time. Matrix
+    turns them into probabilities, so both passes hold one ``[P, chunk]`` block at a time. When the
+    catalogue fits one chunk, forward's block (as unnormalised probabilities) is kept for backward
+    instead of recomputed: the same memory, one matrix product fewer of four (ml-latest-small's
+    9.7k items at batch 64 x 100 fit the default 256 MiB). Matrix
     products run in ``dtype`` (bfloat16 halves their cost where the CPU or GPU supports it);
     the log-sum-exp and the gradients accumulate in float32.
     """
@@ -54,7 +57,12 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
             logits = (u @ table[start:start + chunk].to(dtype).T).float()
             if bias is not None:
                 logits += bias[start:start + chunk]
-            lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
+            # torch.logsumexp's steps, in place: it allocates a [P, chunk] temporary (page faults).
+            top = logits.amax(dim=1)
+            total = logits.sub_(top[:, None]).exp_().sum(dim=1)  # logits now hold exp(logit - top)
+            lse = torch.logaddexp(lse, top + total.log())
+        # One chunk: exp(logit - top) / total are the probabilities backward needs; keep them.
+        ctx.kept = (logits, total) if n <= chunk else None
         target = (users * table[targets]).sum(1)
         if bias is not None:
             target = target + bias[targets]
@@ -70,12 +78,17 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
         grad_users = torch.zeros_like(users)
         grad_table = torch.zeros_like(table)
         grad_bias = torch.zeros_like(bias) if bias is not None else None
+        kept, ctx.kept = ctx.kept, None
         for start in range(0, table.shape[0], chunk):
             block = table[start:start + chunk]
-            logits = (u @ block.to(dtype).T).float()
-            if bias is not None:
-                logits += bias[start:start + chunk]
-            probs = (logits - lse[:, None]).exp_().mul_(grad[:, None])  # d loss / d logit, softmax part
+            # d loss / d logit, softmax part, in place (a fresh [P, chunk] block costs page faults)
+            if kept is not None:
+                probs = kept[0].mul_((grad / kept[1])[:, None])
+            else:
+                logits = (u @ block.to(dtype).T).float()
+                if bias is not None:
+                    logits += bias[start:start + chunk]
+                probs = logits.sub_(lse[:, None]).exp_().mul_(grad[:, None])
             grad_users += (probs.to(dtype) @ block.to(dtype)).float()
             grad_table[start:start + chunk] = (probs.T.to(dtype) @ u).float()
             if grad_bias is not None:
