@@ -54,6 +54,17 @@ def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, 
     torch.testing.assert_close(blocks, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_decomposed_scores_equal_forward_when_the_tower_does_not_start_with_relu():
+    # The scorer moves the first layer's item term past a leading ReLU; any other activation
+    # takes the plain path (add, then the tail as it is).
+    model = trained_like("neumf", True, 0.0, (16, 8, 4))
+    model.tower[1] = nn.Tanh()
+    scorer = make_scorer(model, NUM_ITEMS)
+    with torch.inference_mode():
+        blocks = scorer.block(scorer.user_state(torch.arange(NUM_USERS)), 0, NUM_ITEMS)
+    torch.testing.assert_close(blocks, all_pairs(model), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("chunk", [1, 7, NUM_ITEMS])
 def test_top_k_with_exclusion_equals_brute_force(chunk):
     model = trained_like("neumf", use_bias=True)
