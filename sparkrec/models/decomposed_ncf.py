@@ -11,8 +11,10 @@ where p, q are the GMF embeddings, m, n the MLP embeddings, ``W`` the tower's fi
 - the GMF term is ``(p_u * out_g) . q_i``: one matrix product per user batch against all items;
 - the first tower layer is a per-user projection ``W_u m_u`` plus a per-item projection
   ``W_i n_i + b`` computed once per process, so only ``tail`` runs per pair;
-- the ReLU after the first layer is ``max(W_u m_u, -(W_i n_i + b))`` plus the per-item term, which
-  the next linear layer (or the output) takes as a per-item constant: one elementwise pass a pair;
+- each hidden ReLU reads a pair term plus an item term, ``relu(u + s_i) = max(u, -s_i) + s_i``, and
+  what follows it is linear, so ``s_i`` moves on into the next layer's item term and finally into
+  the item constant: per pair, each layer is one matrix product and one ``max`` against a per-item
+  floor (no bias, add or ReLU passes);
 - the output bias and item bias fold into one per-item constant;
 - the tower runs over tiles of about ``TOWER_TILE_PAIRS`` pairs of the block, so its activations
   stay in cache whatever the block size, and the caller's blocks can be wide (one top-K merge per
@@ -84,22 +86,22 @@ class DecomposedNCF:
                                  + first.bias.detach()).T.contiguous()                      # [hidden, items]
                     self.buffers = _Buffers(self.device)
                     self.tower_out = out_w[offset:]
-                    after_relu = _after_first_relu(rest)
-                    self.item_proj = self.item_floor = self.second = None
-                    if after_relu is None:
+                    linears = _relu_chain(rest)
+                    self.item_proj = self.weights = self.floors = None
+                    if linears is None:
                         self.item_proj, self.tail = item_proj, _tail_steps(rest)
                     else:
-                        # relu(a_u + b_i) = max(a_u, -b_i) + b_i, and the layer after the ReLU is
-                        # linear, so the "+ b_i" moves into a per-item constant of that layer: one
-                        # elementwise pass per pair instead of add then ReLU (kernel +12-15%).
-                        self.item_floor = -item_proj
-                        second, after = after_relu
-                        if second is None:  # the output layer reads the ReLU
-                            self.item_const += self.tower_out @ item_proj
-                        else:
-                            self.second = (second.weight.detach(),
-                                           second.weight.detach() @ item_proj + second.bias.detach()[:, None])
-                        self.tail = _tail_steps(after)
+                        # Every hidden layer is relu(u + s_i): u depends on the pair, s_i on the
+                        # item only. relu(u + s_i) = max(u, -s_i) + s_i, and what follows is linear,
+                        # so s_i moves into the next layer's per-item term (W s_i + bias) and, after
+                        # the last layer, into the item constant: a layer is one matrix product and
+                        # one max against a per-item floor, with no bias or ReLU passes.
+                        shift, self.weights, self.floors = item_proj, [], [-item_proj]
+                        for linear in linears:
+                            shift = linear.weight.detach() @ shift + linear.bias.detach()[:, None]
+                            self.weights.append(linear.weight.detach())
+                            self.floors.append(-shift)
+                        self.item_const += self.tower_out @ shift
             if hasattr(model, "user_bias"):
                 user_bias = model.user_bias.weight.detach()[:, 0]
                 self.user_const = user_bias if self.user_const is None else self.user_const + user_bias
@@ -128,17 +130,16 @@ class DecomposedNCF:
                 hidden = self.buffers.get("first", (width, batch * items))   # [width, users x items]
                 if self.item_proj is not None:
                     torch.add(mlp, self.item_proj[:, None, tile_start:tile_end], out=hidden.view(width, batch, items))
+                    for pos, step in enumerate(self.tail):
+                        hidden = step(hidden, self.buffers, pos)
                 else:
-                    torch.maximum(mlp, self.item_floor[:, None, tile_start:tile_end],
-                                  out=hidden.view(width, batch, items))
-                    if self.second is not None:
-                        weight, per_item = self.second
-                        out = self.buffers.get("second", (weight.shape[0], batch * items))
+                    torch.maximum(mlp, self.floors[0][:, None, tile_start:tile_end], out=hidden.view(width, batch, items))
+                    for pos, (weight, floor) in enumerate(zip(self.weights, self.floors[1:])):
+                        out = self.buffers.get(pos, (weight.shape[0], batch * items))
                         torch.mm(weight, hidden, out=out)
-                        out.view(-1, batch, items).add_(per_item[:, None, tile_start:tile_end])
                         hidden = out
-                for pos, step in enumerate(self.tail):
-                    hidden = step(hidden, self.buffers, pos)
+                        by_item = out.view(-1, batch, items)
+                        torch.maximum(by_item, floor[:, None, tile_start:tile_end], out=by_item)
                 scores[:, tile_start - start:tile_end - start] += (self.tower_out @ hidden).view(batch, items)
         if const is not None:
             scores += const
@@ -158,19 +159,15 @@ def _split_tower(tower: nn.Sequential) -> tuple[nn.Linear | None, nn.Sequential]
     return None, nn.Sequential()
 
 
-def _after_first_relu(rest: nn.Sequential) -> tuple[nn.Linear | None, nn.Sequential] | None:
-    """When the tower's tail starts with a ReLU (modules that are the identity at inference
-    aside): (the Linear after it, or None when the output layer comes next; the modules after
-    that Linear). Otherwise None."""
-    real = [pos for pos, module in enumerate(rest) if not isinstance(module, (nn.Dropout, nn.Identity))]
-    if not real or not isinstance(rest[real[0]], nn.ReLU):
+def _relu_chain(rest: nn.Sequential) -> list[nn.Linear] | None:
+    """The Linears of a tower tail ``ReLU, (Linear, ReLU)*`` (modules that are the identity at
+    inference aside), or None for any other tail."""
+    real = [module for module in rest if not isinstance(module, (nn.Dropout, nn.Identity))]
+    if not real or len(real) % 2 == 0:
         return None
-    if len(real) == 1:
-        return None, nn.Sequential()
-    nxt = real[1]
-    if not isinstance(rest[nxt], nn.Linear):
+    if not all(isinstance(m, nn.ReLU) for m in real[::2]) or not all(isinstance(m, nn.Linear) for m in real[1::2]):
         return None
-    return rest[nxt], rest[nxt + 1:]
+    return real[1::2]
 
 
 class _Buffers:
