@@ -61,6 +61,9 @@ def test_sampled_softmax_applies_the_logq_correction_and_masks_accidental_hits()
         keep = [c for c in range(len(candidates)) if c == row or candidates[c] != targets[row]]
         expected += -(logits[row, row] - torch.logsumexp(logits[row, keep], 0))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    params = [users, table, item_bias]
+    for got, want in zip(torch.autograd.grad(loss, params), torch.autograd.grad(expected, params)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_sampled_softmax_without_in_batch_negatives_sees_only_the_own_positive():
@@ -72,6 +75,8 @@ def test_sampled_softmax_without_in_batch_negatives_sees_only_the_own_positive()
     expected = sum(F.cross_entropy((users[r] @ table[torch.cat([targets[r:r + 1], drawn])].T)[None],
                                    torch.tensor([0]), reduction="sum") for r in range(3))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for got, want in zip(torch.autograd.grad(loss, [users, table]), torch.autograd.grad(expected, [users, table])):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_pairwise_losses():

@@ -11,7 +11,8 @@ Dot-product losses take user vectors ``[P, d]`` (one per positive), the positive
   ``[P x (P + K)]`` matrix product. Each logit is corrected by ``-log`` of the item's expected
   count in the candidate set (logQ correction, Yi et al., RecSys 2019), so the sampled loss is an
   unbiased stand-in for the full softmax; a candidate equal to a row's own positive (other than
-  the positive itself) is masked ("accidental hit").
+  the positive itself) is masked ("accidental hit"). It runs through the full softmax's kernel
+  with the candidates as the catalogue.
 
 Pairwise losses take scores of the positives and of their negatives, so they serve every model:
 
@@ -49,7 +50,7 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, users, table, bias, targets, chunk: int, dtype):
+    def forward(ctx, users, table, bias, targets, chunk: int, dtype, excluded=None):
         rows, n = users.shape[0], table.shape[0]
         u = users.to(dtype)
         lse = torch.full((rows,), float("-inf"), device=users.device)
@@ -57,6 +58,8 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
             logits = (u @ table[start:start + chunk].to(dtype).T).float()
             if bias is not None:
                 logits += bias[start:start + chunk]
+            if excluded is not None:
+                logits.masked_fill_(excluded[:, start:start + chunk], float("-inf"))
             # torch.logsumexp's steps, in place: it allocates a [P, chunk] temporary (page faults).
             top = logits.amax(dim=1)
             total = logits.sub_(top[:, None]).exp_().sum(dim=1)  # logits now hold exp(logit - top)
@@ -66,13 +69,13 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
         target = (users * table[targets]).sum(1)
         if bias is not None:
             target = target + bias[targets]
-        ctx.save_for_backward(users, table, bias, targets, lse)
+        ctx.save_for_backward(users, table, bias, targets, lse, excluded)
         ctx.chunk, ctx.dtype = chunk, dtype
         return lse - target
 
     @staticmethod
     def backward(ctx, grad):
-        users, table, bias, targets, lse = ctx.saved_tensors
+        users, table, bias, targets, lse, excluded = ctx.saved_tensors
         chunk, dtype = ctx.chunk, ctx.dtype
         u = users.to(dtype)
         grad_users = torch.zeros_like(users)
@@ -88,6 +91,8 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
                 logits = (u @ block.to(dtype).T).float()
                 if bias is not None:
                     logits += bias[start:start + chunk]
+                if excluded is not None:
+                    logits.masked_fill_(excluded[:, start:start + chunk], float("-inf"))
                 probs = logits.sub_(lse[:, None]).exp_().mul_(grad[:, None])
             grad_users += (probs.to(dtype) @ block.to(dtype)).float()
             grad_table[start:start + chunk] = (probs.T.to(dtype) @ u).float()
@@ -98,16 +103,18 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
         grad_table.index_add_(0, targets, -grad[:, None] * users)
         if grad_bias is not None:
             grad_bias.index_add_(0, targets, -grad)
-        return grad_users, grad_table, grad_bias, None, None, None
+        return grad_users, grad_table, grad_bias, None, None, None, None
 
 
 def softmax_loss(users: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None,
-                 *, chunk: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Summed full-softmax cross-entropy of each positive (see module doc)."""
+                 *, chunk: int, dtype: torch.dtype = torch.float32, excluded: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Summed softmax cross-entropy of each positive against every row of ``table`` (see module
+    doc); ``excluded`` (bool [P, N]) leaves (row, item) pairs out of a row's softmax."""
     if not len(targets):
         return users.sum() * 0.0
     return ChunkedSoftmaxCE.apply(users.float(), table.float(), None if bias is None else bias.float(),
-                                  targets, chunk, dtype).sum()
+                                  targets, chunk, dtype, excluded).sum()
 
 
 def sampled_softmax_loss(users: torch.Tensor, targets: torch.Tensor, candidate_vectors: torch.Tensor,
@@ -133,15 +140,19 @@ def sampled_softmax_loss(users: torch.Tensor, targets: torch.Tensor, candidate_v
     """
     if not len(targets):
         return users.sum() * 0.0
-    logits = (users.to(dtype) @ candidate_vectors.to(dtype).T).float() - log_expected_count
+    per_candidate = -log_expected_count
     if candidate_bias is not None:
-        logits = logits + candidate_bias.float()
+        per_candidate = per_candidate + candidate_bias.float()
     rows = torch.arange(len(targets), device=targets.device)
     masked = candidates[None, :] == targets[:, None]  # accidental hits: the row's positive again
     if not in_batch:
         masked[:, : len(targets)] = True
     masked[rows, rows] = False
-    return F.cross_entropy(logits.masked_fill(masked, float("-inf")), rows, reduction="sum")
+    # The full softmax's kernel over the candidates as the catalogue (row i's positive is
+    # candidate i), in one block: in place, with no log-softmax and mask passes in backward
+    # (F.cross_entropy over masked logits measured ~15% slower a step).
+    return softmax_loss(users, rows, candidate_vectors, per_candidate, chunk=len(candidates), dtype=dtype,
+                        excluded=masked)
 
 
 def pairwise_loss(kind: str, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
