@@ -150,7 +150,7 @@ def sampled_softmax_loss(users: torch.Tensor, targets: torch.Tensor, candidate_v
     masked[rows, rows] = False
     # The full softmax's kernel over the candidates as the catalogue (row i's positive is
     # candidate i), in one block: in place, with no log-softmax and mask passes in backward
-    # (F.cross_entropy over masked logits measured ~15% slower a step).
+    # (F.cross_entropy over masked logits: 58k against 79k samples/s in train_bench).
     return softmax_loss(users, rows, candidate_vectors, per_candidate, chunk=len(candidates), dtype=dtype,
                         excluded=masked)
 
