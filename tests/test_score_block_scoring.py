@@ -55,8 +55,8 @@ def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, 
 
 
 def test_decomposed_scores_equal_forward_when_the_tower_does_not_start_with_relu():
-    # The scorer moves the first layer's item term past a leading ReLU; any other activation
-    # takes the plain path (add, then the tail as it is).
+    # The scorer moves each layer's item term past the ReLU after it; a tower with another
+    # activation takes the plain path (add, then the tail as it is).
     model = trained_like("neumf", True, 0.0, (16, 8, 4))
     model.tower[1] = nn.Tanh()
     scorer = make_scorer(model, NUM_ITEMS)

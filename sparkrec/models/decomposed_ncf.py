@@ -87,7 +87,7 @@ class DecomposedNCF:
                     self.buffers = _Buffers(self.device)
                     self.tower_out = out_w[offset:]
                     linears = _relu_chain(rest)
-                    self.item_proj = self.weights = self.floors = None
+                    self.item_proj = self.item_floor = self.layers = None
                     if linears is None:
                         self.item_proj, self.tail = item_proj, _tail_steps(rest)
                     else:
@@ -96,11 +96,10 @@ class DecomposedNCF:
                         # so s_i moves into the next layer's per-item term (W s_i + bias) and, after
                         # the last layer, into the item constant: a layer is one matrix product and
                         # one max against a per-item floor, with no bias or ReLU passes.
-                        shift, self.weights, self.floors = item_proj, [], [-item_proj]
+                        shift, self.item_floor, self.layers = item_proj, -item_proj, []
                         for linear in linears:
                             shift = linear.weight.detach() @ shift + linear.bias.detach()[:, None]
-                            self.weights.append(linear.weight.detach())
-                            self.floors.append(-shift)
+                            self.layers.append((linear.weight.detach(), -shift))   # (weight, its floor)
                         self.item_const += self.tower_out @ shift
             if hasattr(model, "user_bias"):
                 user_bias = model.user_bias.weight.detach()[:, 0]
@@ -133,8 +132,8 @@ class DecomposedNCF:
                     for pos, step in enumerate(self.tail):
                         hidden = step(hidden, self.buffers, pos)
                 else:
-                    torch.maximum(mlp, self.floors[0][:, None, tile_start:tile_end], out=hidden.view(width, batch, items))
-                    for pos, (weight, floor) in enumerate(zip(self.weights, self.floors[1:])):
+                    torch.maximum(mlp, self.item_floor[:, None, tile_start:tile_end], out=hidden.view(width, batch, items))
+                    for pos, (weight, floor) in enumerate(self.layers):
                         out = self.buffers.get(pos, (weight.shape[0], batch * items))
                         torch.mm(weight, hidden, out=out)
                         hidden = out

@@ -55,11 +55,7 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
         u = users.to(dtype)
         lse = torch.full((rows,), float("-inf"), device=users.device)
         for start in range(0, n, chunk):
-            logits = (u @ table[start:start + chunk].to(dtype).T).float()
-            if bias is not None:
-                logits += bias[start:start + chunk]
-            if excluded is not None:
-                logits.masked_fill_(excluded[:, start:start + chunk], float("-inf"))
+            logits = _chunk_logits(u, table, bias, excluded, start, chunk, dtype)
             # torch.logsumexp's steps, in place: it allocates a [P, chunk] temporary (page faults).
             top = logits.amax(dim=1)
             total = logits.sub_(top[:, None]).exp_().sum(dim=1)  # logits now hold exp(logit - top)
@@ -88,11 +84,7 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
             if kept is not None:
                 probs = kept[0].mul_((grad / kept[1])[:, None])
             else:
-                logits = (u @ block.to(dtype).T).float()
-                if bias is not None:
-                    logits += bias[start:start + chunk]
-                if excluded is not None:
-                    logits.masked_fill_(excluded[:, start:start + chunk], float("-inf"))
+                logits = _chunk_logits(u, table, bias, excluded, start, chunk, dtype)
                 probs = logits.sub_(lse[:, None]).exp_().mul_(grad[:, None])
             grad_users += (probs.to(dtype) @ block.to(dtype)).float()
             grad_table[start:start + chunk] = (probs.T.to(dtype) @ u).float()
@@ -104,6 +96,16 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
         if grad_bias is not None:
             grad_bias.index_add_(0, targets, -grad)
         return grad_users, grad_table, grad_bias, None, None, None, None
+
+
+def _chunk_logits(u, table, bias, excluded, start: int, chunk: int, dtype) -> torch.Tensor:
+    """Float32 logits [P, chunk] of the items ``start:start + chunk``, excluded pairs at -inf."""
+    logits = (u @ table[start:start + chunk].to(dtype).T).float()
+    if bias is not None:
+        logits += bias[start:start + chunk]
+    if excluded is not None:
+        logits.masked_fill_(excluded[:, start:start + chunk], float("-inf"))
+    return logits
 
 
 def softmax_loss(users: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None,
