@@ -8,7 +8,9 @@ from torch import nn
 from model_configs import ncf_config
 from sparkrec.errors import SparkrecError
 from sparkrec.models.ncf import NCF
-from sparkrec.models.block_scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models.autoencoders import AutoRec, AutoRecConfig, MultVAE, MultVAEConfig
+from sparkrec.models.block_scoring import (DotProductScorer, PairwiseScorer, items_per_chunk, make_scorer,
+                                          top_k_items)
 from sparkrec.models import decomposed_ncf
 from sparkrec.models.decomposed_ncf import DecomposedNCF
 
@@ -150,7 +152,54 @@ class ScaledNCF(NCF):
 def test_contract_drift_fails_loudly():
     model = ScaledNCF(ncf_config(kind="neumf", num_users=NUM_USERS, num_items=NUM_ITEMS, mlp_layers=(8, 4),
                                  use_bias=False)).eval()
-    with pytest.raises(SparkrecError, match="differ from model.forward"):
+    with pytest.raises(SparkrecError, match="differ from ScaledNCF.forward"):
         make_scorer(model, NUM_ITEMS)
     with pytest.raises(SparkrecError, match="model has 57 items"):
         make_scorer(trained_like("gmf"), NUM_ITEMS + 1)
+
+
+def trained_autoencoder(kind, seed=0):
+    """A Mult-VAE or I-AutoRec with weights and folded-in codes far from init."""
+    torch.manual_seed(seed)
+    if kind == "multvae":
+        model = MultVAE(MultVAEConfig(kind="multvae", num_users=NUM_USERS, num_items=NUM_ITEMS, encoder_layers=(12,),
+                                      latent=4, input_dropout=0.5, implicit=True))
+    else:
+        model = AutoRec(AutoRecConfig(kind="autorec", num_users=NUM_USERS, num_items=NUM_ITEMS, hidden=5,
+                                      implicit=False, rating_min=0.5, rating_max=5.0))
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.normal_(0, 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["multvae", "autorec"])
+def test_autoencoders_score_as_one_matrix_product_equal_to_forward(kind):
+    # Their scores are user code . item code (+ biases): served by a matrix product per block,
+    # not by forward on every (user, item) pair.
+    model = trained_autoencoder(kind)
+    scorer = make_scorer(model, NUM_ITEMS)
+    assert isinstance(scorer, DotProductScorer)
+    with torch.inference_mode():
+        state = scorer.user_state(torch.arange(NUM_USERS))
+        blocks = torch.cat([scorer.block(state, s, min(NUM_ITEMS, s + 10)) for s in range(0, NUM_ITEMS, 10)], dim=1)
+    expected = all_pairs(model)
+    assert expected.std() > 0.1
+    torch.testing.assert_close(blocks, expected, rtol=1e-5, atol=1e-5)
+    _, top, _ = top_k_items(scorer, torch.arange(NUM_USERS), 5, chunk=8)
+    assert torch.equal(top, expected.topk(5, dim=1).indices)
+
+
+class ShiftedMultVAE(MultVAE):
+    """Mult-VAE whose forward adds a per-item term its item table does not hold."""
+
+    def forward(self, user_idx, item_idx):
+        return super().forward(user_idx, item_idx) + 0.1 * item_idx
+
+
+def test_dot_product_contract_drift_fails_loudly():
+    model = trained_autoencoder("multvae")
+    drifted = ShiftedMultVAE(model.cfg)
+    drifted.load_state_dict(model.state_dict())
+    with pytest.raises(SparkrecError, match="DotProductScorer scores differ from ShiftedMultVAE.forward"):
+        make_scorer(drifted.eval(), NUM_ITEMS)

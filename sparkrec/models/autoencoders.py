@@ -97,6 +97,15 @@ class AutoRec(nn.Module):
         """Raw score per pair, [B], from the folded-in item codes."""
         return self.decode(self.item_codes[item_idx], user_idx)
 
+    def user_vectors(self, user_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user vectors [B, hidden], user constants [B]) such that the raw score of item i is
+        ``vector . item_table()[0][i] + constant``: top-K is one matrix product per block."""
+        return self.decoder.weight[user_idx], self.decoder_bias.weight[user_idx, 0]
+
+    def item_table(self) -> tuple[torch.Tensor, None]:
+        """(item codes [num_items, hidden], no item bias)."""
+        return self.item_codes, None
+
     def to_score(self, raw: torch.Tensor) -> torch.Tensor:
         return self.cfg.rating_min + (self.cfg.rating_max - self.cfg.rating_min) * torch.sigmoid(raw)
 
@@ -210,6 +219,15 @@ class MultVAE(nn.Module):
         """Logit per pair, [B], from the folded-in user codes (monotone in the user's softmax)."""
         return (self.user_codes[user_idx] * self.decoder_output.weight[item_idx]).sum(1) \
             + self.decoder_output.bias[item_idx]
+
+    def user_vectors(self, user_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user codes [B, width], zero constants [B]) such that the logit of item i is
+        ``code . item_table()[0][i] + item_table()[1][i]``: top-K is one matrix product per block."""
+        return self.user_codes[user_idx], self.user_codes.new_zeros(len(user_idx))
+
+    def item_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decoder output weights [num_items, width], output biases [num_items])."""
+        return self.decoder_output.weight, self.decoder_output.bias
 
     def to_score(self, raw: torch.Tensor) -> torch.Tensor:
         """sigmoid of the logit: in (0, 1) and monotone, not a calibrated probability (the model's

@@ -5,8 +5,9 @@ A ``BlockScorer`` gives raw scores of a batch of users against a contiguous rang
 ``top_k_items`` scores the catalogue block by block and merges each block into a running top-K, so
 memory stays bounded for any catalogue size. ``make_scorer`` picks the scorer:
 ``DotProductScorer`` for the history model (user vectors from the users' histories; one matrix
-product per block), ``DecomposedNCF`` (``sparkrec.models.decomposed_ncf``) for NCF-shaped models,
-checked against the model's own ``forward``, else ``PairwiseScorer``, which runs ``forward`` on
+product per block) and for the autoencoders (user and item codes by index), ``DecomposedNCF``
+(``sparkrec.models.decomposed_ncf``) for NCF-shaped models, each checked against the model's own
+``forward`` where it takes (user, item) pairs, else ``PairwiseScorer``, which runs ``forward`` on
 every pair (correct for any model, just slower). Pure torch, no I/O: it runs on the device of the
 model it is given.
 """
@@ -76,7 +77,8 @@ class PairwiseScorer:
 
 class DotProductScorer:
     """Block scorer of a model whose raw score is ``user vector . item vector + item bias + user
-    constant``: the history model (user vectors from ``Histories``) or GMF (from user indices).
+    constant``: the history model (user vectors from ``Histories``), or a model scored by user
+    index whose score is such a dot product (the autoencoders).
     The model provides ``user_vectors(...) -> (vectors [B, d], constants [B])`` and
     ``item_table() -> (vectors [N, d], biases [N] or None)``."""
 
@@ -117,52 +119,61 @@ def make_scorer(model: nn.Module, num_items: int, check_pairs: int = 256, seed: 
     Parameters
     ----------
     model : torch.nn.Module
-        Maps (LongTensor user_idx [B], LongTensor item_idx [B]) to raw scores [B].
+        Maps (LongTensor user_idx [B], LongTensor item_idx [B]) to raw scores [B], or a history
+        model (scored from ``Histories``).
     num_items : int
         Item vocabulary size (scored indices are 0..num_items-1).
     check_pairs : int
-        Random pairs on which the decomposed scores must equal ``model(u, i)``; a model whose
-        structure diverges from the NCF contract then fails loudly instead of ranking wrongly.
+        Random pairs on which the fast scores must equal ``model(u, i)``; a model whose
+        structure diverges from its scorer's contract then fails loudly instead of ranking wrongly.
     seed : int
         Seed of the check pairs.
 
     Returns
     -------
     BlockScorer
-        ``DecomposedNCF`` for NCF-shaped models, else ``PairwiseScorer``.
+        ``DotProductScorer`` for the history model and for models whose score is a dot product of
+        a user vector and an item table (the autoencoders: ``user_vectors`` and ``item_table``
+        by user index), ``DecomposedNCF`` for NCF-shaped models, else ``PairwiseScorer``.
 
     Raises
     ------
     SparkrecError
-        The decomposition disagrees with ``forward`` (the model no longer follows the contract).
+        The fast scorer disagrees with ``forward`` (the model no longer follows the contract), or
+        the model's item count is not ``num_items``.
     """
+    if is_history_model({"kind": getattr(getattr(model, "cfg", None), "kind", None)}):
+        return _checked_items(DotProductScorer(model), num_items)   # forward takes histories: no pair check
     # A model that can bake itself into a plain NCF (the hybrid: ID + content item vectors) is
     # served through that NCF; the check below still compares against its own forward.
-    if hasattr(model, "user_vectors") and not hasattr(model, "output"):  # the history model
-        scorer = DotProductScorer(model)
-        if scorer.num_items != num_items:
-            raise SparkrecError(f"model has {scorer.num_items} items but {num_items} were expected")
-        return scorer
     served = model.as_ncf() if hasattr(model, "as_ncf") else model
-    if not has_ncf_structure(served):
+    if has_ncf_structure(served):
+        scorer: BlockScorer = DecomposedNCF(served)
+    elif hasattr(model, "user_vectors") and hasattr(model, "item_table"):
+        scorer = DotProductScorer(model)
+    else:
         return PairwiseScorer(model, num_items)
-    scorer = DecomposedNCF(served)
-    if scorer.num_items != num_items:
-        raise SparkrecError(f"model has {scorer.num_items} items but {num_items} were expected; "
-                            f"score with the prepared data the model was trained on")
+    _checked_items(scorer, num_items)
     if check_pairs:
         with torch.inference_mode():
             gen = torch.Generator().manual_seed(seed)
-            num_users = (served.user_gmf if hasattr(served, "user_gmf") else served.user_mlp).num_embeddings
-            users = torch.randint(num_users, (check_pairs,), generator=gen)
+            users = torch.randint(served.cfg.num_users, (check_pairs,), generator=gen)
             items = torch.randint(num_items, (check_pairs,), generator=gen)
             direct = model(users, items)
             fast = torch.cat([scorer.block(scorer.user_state(users[j:j + 1]), int(i), int(i) + 1)[0]
                               for j, i in enumerate(items)])
         if not torch.allclose(fast, direct, rtol=1e-4, atol=1e-5):
             worst = (fast - direct).abs().max().item()
-            raise SparkrecError(f"decomposed NCF scores differ from model.forward by up to {worst:.3g}; "
-                                f"the model no longer follows the NCF contract (sparkrec/models/ncf.py)")
+            raise SparkrecError(f"{type(scorer).__name__} scores differ from {type(model).__name__}.forward by up "
+                                f"to {worst:.3g}; the model no longer follows its scorer's contract "
+                                f"(sparkrec/models/block_scoring.py)")
+    return scorer
+
+
+def _checked_items(scorer: BlockScorer, num_items: int) -> BlockScorer:
+    if scorer.num_items != num_items:
+        raise SparkrecError(f"model has {scorer.num_items} items but {num_items} were expected; "
+                            f"score with the prepared data the model was trained on")
     return scorer
 
 
