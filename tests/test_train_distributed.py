@@ -22,7 +22,7 @@ from sparkrec.errors import SparkrecError
 from sparkrec.models.store import load_model
 from sparkrec.train.checkpoint import checkpoint_dir, latest_checkpoint
 from sparkrec.train.feed import plan_shards
-from sparkrec.train.launch import run_training
+from sparkrec.train.launch import WorkerCrash, run_training, worker_failure
 
 pytestmark = [pytest.mark.spark, pytest.mark.distributed]
 BATCH = 512
@@ -123,6 +123,27 @@ def restart_after_killing_rank_1(spark, lake, name, backend):
     assert summary["resumed_from"] >= 1
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]
     assert summary["weights_by_rank"][0] == summary["weights_by_rank"][1]
+
+
+# Horovod's report when the survivor's exit was seen before the killed rank's (a CI run on
+# 2026-12-07): only the shell's "Killed" on rank 1's stderr tells that rank 1 was SIGKILLed.
+SURVIVOR_SEEN_FIRST = """[1]<stderr>:Killed
+[0]<stderr>:[train] epoch 1/4 done in 1.5s (11,214 samples/s): {'train_loss': 0.9278}; best epoch 1 by rmse
+[0]<stderr>:RuntimeError: Horovod has been shut down. This was caused by an exception on one of the ranks or an \
+attempt to allreduce, allgather or broadcast a tensor after one of the ranks finished execution.
+[0]<stderr>:horovod.common.exceptions.HorovodInternalError: Horovod has been shut down."""
+HOROVOD_EXIT = RuntimeError("Horovod detected that one or more processes exited with non-zero status, thus causing the "
+                            "job to be terminated. The first process to do so was:\nProcess name: 0\nExit code: 1\n")
+
+
+def test_a_killed_rank_is_a_crash_even_when_horovod_names_the_survivor():
+    error = worker_failure("horovod training failed", SURVIVOR_SEEN_FIRST, HOROVOD_EXIT)
+    assert isinstance(error, WorkerCrash)   # relaunched under train.max_restarts
+    assert str(error).startswith("horovod training failed: worker process 1 was killed by signal 9 (SIGKILL); "
+                                 "worker process 0 exited with code 1")
+    # The survivor's own error, with no rank killed, is not a crash: a relaunch would fail the same way.
+    own_error = SURVIVOR_SEEN_FIRST.replace("[1]<stderr>:Killed", "[1]<stderr>:ValueError: bad batch")
+    assert not isinstance(worker_failure("horovod training failed", own_error, HOROVOD_EXIT), WorkerCrash)
 
 
 @pytest.mark.timeout(300)

@@ -284,9 +284,14 @@ _WRAPPERS = ("PythonException", "Py4JJavaError", "SparkException", "ChildFailedE
 # connection look alike there).
 _HOROVOD_EXIT = re.compile(r"Process name: (?P<who>\S+)\s+Exit code: (?P<code>-?\d+)")
 _TORCHRUN_EXIT_SHORT = re.compile(r"exitcode\s*:\s*(?P<code>-?\d+) \(pid: (?P<pid>\d+)\)")
+# Horovod runs each rank under a shell, which reports a rank killed by a signal on the rank's
+# stderr. Horovod itself names only the process whose exit it saw first: when the survivor's exit
+# (code 1, "Horovod has been shut down") is seen first, this line is the only trace of the kill.
+_SHELL_SIGNALLED = re.compile(r"(?:^|\r)\[(?P<who>\w+)\]<stderr>:(?P<how>Killed|Terminated)[ \t]*$", re.M)
+_SHELL_SIGNALS = {"Killed": signal.SIGKILL, "Terminated": signal.SIGTERM}
 # What a surviving rank prints when a peer died: a symptom, not a cause.
 _LOST_PEER = re.compile(r"gloo|[Cc]onnection (?:closed|reset|refused)|by peer|[Ss]ocket|[Bb]roken pipe|"
-                        r"HorovodInternalError|DistBackendError|NCCL|[Tt]imed? ?out")
+                        r"HorovodInternalError|Horovod has been shut down|DistBackendError|NCCL|[Tt]imed? ?out")
 _EXECUTOR_LOST = re.compile(r"ExecutorLostFailure|[Ll]ost executor|executor \S+ (?:was )?lost")
 
 
@@ -306,6 +311,8 @@ def _dead_workers(text: str) -> list[tuple[str, int]]:
     # report: the pid is what tells the processes apart.
     for m in _TORCHRUN_EXIT_SHORT.finditer(text):
         found.setdefault(f"pid {m.group('pid')}", int(m.group("code")))
+    for m in _SHELL_SIGNALLED.finditer(text):
+        found.setdefault(m.group("who"), -_SHELL_SIGNALS[m.group("how")])
     for m in _HOROVOD_EXIT.finditer(text):
         found.setdefault(f"{m.group('who')}", int(m.group("code")))
     return list(found.items())
