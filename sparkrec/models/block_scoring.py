@@ -142,8 +142,6 @@ def make_scorer(model: nn.Module, num_items: int, check_pairs: int = 256, seed: 
         The fast scorer disagrees with ``forward`` (the model no longer follows the contract), or
         the model's item count is not ``num_items``.
     """
-    if is_history_model({"kind": getattr(getattr(model, "cfg", None), "kind", None)}):
-        return _checked_items(DotProductScorer(model), num_items)   # forward takes histories: no pair check
     # A model that can bake itself into a plain NCF (the hybrid: ID + content item vectors) is
     # served through that NCF; the check below still compares against its own forward.
     served = model.as_ncf() if hasattr(model, "as_ncf") else model
@@ -153,7 +151,11 @@ def make_scorer(model: nn.Module, num_items: int, check_pairs: int = 256, seed: 
         scorer = DotProductScorer(model)
     else:
         return PairwiseScorer(model, num_items)
-    _checked_items(scorer, num_items)
+    if scorer.num_items != num_items:
+        raise SparkrecError(f"model has {scorer.num_items} items but {num_items} were expected; "
+                            f"score with the prepared data the model was trained on")
+    if served.cfg.num_users is None:   # a history model: its forward takes histories, not user indices
+        return scorer
     if check_pairs:
         with torch.inference_mode():
             gen = torch.Generator().manual_seed(seed)
@@ -167,13 +169,6 @@ def make_scorer(model: nn.Module, num_items: int, check_pairs: int = 256, seed: 
             raise SparkrecError(f"{type(scorer).__name__} scores differ from {type(model).__name__}.forward by up "
                                 f"to {worst:.3g}; the model no longer follows its scorer's contract "
                                 f"(sparkrec/models/block_scoring.py)")
-    return scorer
-
-
-def _checked_items(scorer: BlockScorer, num_items: int) -> BlockScorer:
-    if scorer.num_items != num_items:
-        raise SparkrecError(f"model has {scorer.num_items} items but {num_items} were expected; "
-                            f"score with the prepared data the model was trained on")
     return scorer
 
 
