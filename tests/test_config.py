@@ -39,6 +39,13 @@ def test_bad_choice_and_range_rejected():
         load_config(None, ["evaluate.split=validation", "evaluate.source=scores"])
 
 
+def test_off_means_off_although_yaml_reads_it_as_false(tmp_path):
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    assert load_config(write(tmp_path, "train:\n  amp: off\n")).train.amp == "off"
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config(None, ["train.amp=true"])
+
+
 def test_override_syntax_errors():
     with pytest.raises(ConfigError, match="dotted.key=value"):
         parse_overrides(["generate.num_rows"])

@@ -34,6 +34,22 @@ def test_chunked_softmax_equals_the_full_cross_entropy_and_its_gradients(chunk, 
 
 
 @pytest.mark.parametrize("chunk", [4, 1000])  # recomputed blocks; one block kept from forward
+def test_bfloat16_products_match_the_cross_entropy_of_the_rounded_vectors(chunk):
+    users, table, item_bias, targets = _problem(rows=40, items=300, dim=16)
+    loss = softmax_loss(users, targets, table, item_bias, chunk=chunk, dtype=torch.bfloat16)
+    grads = torch.autograd.grad(loss, [users, table, item_bias])
+    # The products see bfloat16 vectors; the log-sum-exp and the gradients stay float32.
+    rounded_users, rounded_table = (t.detach().bfloat16().double().requires_grad_() for t in (users, table))
+    bias64 = item_bias.detach().double().requires_grad_()
+    logits = rounded_users @ rounded_table.T + bias64
+    expected = F.cross_entropy(logits, targets, reduction="sum")
+    expected_grads = torch.autograd.grad(expected, [rounded_users, rounded_table, bias64])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-3)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got.double(), want, rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("chunk", [4, 1000])  # recomputed blocks; one block kept from forward
 def test_chunked_softmax_gives_the_same_gradients_on_a_second_backward(chunk):
     users, table, item_bias, targets = _problem()
     loss = softmax_loss(users, targets, table, item_bias, chunk=chunk)

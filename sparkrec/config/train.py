@@ -1,7 +1,7 @@
 """Train job settings (`train.*`)."""
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from sparkrec.config.base import Section
 
@@ -137,7 +137,8 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     """Most recent epoch checkpoints kept (the best epoch's is kept too)."""
 
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    # YAML 1.1 reads a bare `off` (file or `train.amp=off`) as false: take it as the word.
+    amp: Annotated[Literal["auto", "off", "bf16", "fp16"], BeforeValidator(lambda v: "off" if v is False else v)] = "auto"
     """Mixed precision of the forward pass: `bf16`, or `fp16` with loss scaling, for GPUs; `bf16`
     also runs on CPU. `auto`: bf16 on a GPU that supports it (Ampere and newer), off otherwise (CPU,
     older GPUs: pick `fp16` there explicitly). Losses and optimizer state stay float32."""

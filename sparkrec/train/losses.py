@@ -52,10 +52,10 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, users, table, bias, targets, chunk: int, dtype, excluded=None):
         rows, n = users.shape[0], table.shape[0]
-        u = users.to(dtype)
+        u, table_d = users.to(dtype), table.to(dtype)  # no copies in float32
         lse = torch.full((rows,), float("-inf"), device=users.device)
         for start in range(0, n, chunk):
-            logits = _chunk_logits(u, table, bias, excluded, start, chunk, dtype)
+            logits = _chunk_logits(u, table_d, bias, excluded, start, chunk)
             # torch.logsumexp's steps, in place: it allocates a [P, chunk] temporary (page faults).
             top = logits.amax(dim=1)
             total = logits.sub_(top[:, None]).exp_().sum(dim=1)  # logits now hold exp(logit - top)
@@ -66,28 +66,28 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
         if bias is not None:
             target = target + bias[targets]
         ctx.save_for_backward(users, table, bias, targets, lse, excluded)
-        ctx.chunk, ctx.dtype = chunk, dtype
+        ctx.chunk, ctx.dtype, ctx.table_d = chunk, dtype, table_d
         return lse - target
 
     @staticmethod
     def backward(ctx, grad):
         users, table, bias, targets, lse, excluded = ctx.saved_tensors
-        chunk, dtype = ctx.chunk, ctx.dtype
+        chunk, dtype, table_d = ctx.chunk, ctx.dtype, ctx.table_d
         u = users.to(dtype)
         grad_users = torch.zeros_like(users)
         grad_table = torch.zeros_like(table)
         grad_bias = torch.zeros_like(bias) if bias is not None else None
         kept, ctx.kept = ctx.kept, None
         for start in range(0, table.shape[0], chunk):
-            block = table[start:start + chunk]
             # d loss / d logit, softmax part, in place (a fresh [P, chunk] block costs page faults)
             if kept is not None:
                 probs = kept[0].mul_((grad / kept[1])[:, None])
             else:
-                logits = _chunk_logits(u, table, bias, excluded, start, chunk, dtype)
+                logits = _chunk_logits(u, table_d, bias, excluded, start, chunk)
                 probs = logits.sub_(lse[:, None]).exp_().mul_(grad[:, None])
-            grad_users += (probs.to(dtype) @ block.to(dtype)).float()
-            grad_table[start:start + chunk] = (probs.T.to(dtype) @ u).float()
+            probs_d = probs.to(dtype)  # once for both products: a pass over the block costs ~ a bf16 product
+            grad_users += (probs_d @ table_d[start:start + chunk]).float()
+            grad_table[start:start + chunk] = (probs_d.T @ u).float()
             if grad_bias is not None:
                 grad_bias[start:start + chunk] = probs.sum(0)
         # The target's logit enters with a minus sign.
@@ -98,9 +98,10 @@ class ChunkedSoftmaxCE(torch.autograd.Function):
         return grad_users, grad_table, grad_bias, None, None, None, None
 
 
-def _chunk_logits(u, table, bias, excluded, start: int, chunk: int, dtype) -> torch.Tensor:
-    """Float32 logits [P, chunk] of the items ``start:start + chunk``, excluded pairs at -inf."""
-    logits = (u @ table[start:start + chunk].to(dtype).T).float()
+def _chunk_logits(u, table_d, bias, excluded, start: int, chunk: int) -> torch.Tensor:
+    """Float32 logits [P, chunk] of the items ``start:start + chunk``, excluded pairs at -inf;
+    ``u`` and ``table_d`` in the products' dtype."""
+    logits = (u @ table_d[start:start + chunk].T).float()
     if bias is not None:
         logits += bias[start:start + chunk]
     if excluded is not None:
