@@ -39,8 +39,18 @@ def test_bad_choice_and_range_rejected():
         load_config(None, ["evaluate.split=validation", "evaluate.source=scores"])
 
 
+def test_text_keys_take_the_text_as_written():
+    cfg = load_config(None, ["name=0123", "lake=no", "input.columns.user=1", "input.path=2024",
+                             "input.columns.rating=null", "train.amp=off", "content.path='007'"])
+    assert (cfg.name, cfg.lake, cfg.input.columns.user, cfg.input.path) == ("0123", "no", "1", "2024")
+    assert cfg.input.columns.rating is None and cfg.train.amp == "off" and cfg.content.path == "007"
+    # Other keys still parse as YAML, and a bad value still names its key.
+    assert load_config(None, ["train.epochs=5", "evaluate.k=[5, 10]"]).evaluate.k == [5, 10]
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(None, ["train.epochs=five"])
+
+
 def test_off_means_off_although_yaml_reads_it_as_false(tmp_path):
-    assert load_config(None, ["train.amp=off"]).train.amp == "off"
     assert load_config(write(tmp_path, "train:\n  amp: off\n")).train.amp == "off"
     with pytest.raises(ConfigError, match="train.amp"):
         load_config(None, ["train.amp=true"])

@@ -3,12 +3,14 @@
 YAML in ``conf/`` loads into frozen pydantic models; the field docstrings in this package are the
 single place each key is documented (``python -m sparkrec.config`` prints them all). Any key can be
 overridden on the command line as ``dotted.key=value`` (the value is parsed as YAML, so
-``train.epochs=5`` is an int and ``input.columns.rating=null`` is None).
+``train.epochs=5`` is an int and ``input.columns.rating=null`` is None; a key that holds text takes
+the text as written: ``name=2024``, ``name=0123`` and ``train.amp=off`` stay strings).
 """
 from __future__ import annotations
 
+import types
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, Union, get_args, get_origin
 
 import yaml
 from pydantic import Field, ValidationError
@@ -80,6 +82,33 @@ def _split_key(dotted: str) -> list[str]:
     return parts
 
 
+def _field_annotation(dotted: str) -> Any:
+    """The type of the config key ``dotted``, or None (unknown key, or inside a dict field)."""
+    model, ann = Config, None
+    for part in dotted.split("."):
+        field = model.model_fields.get(part) if model else None
+        if field is None:
+            return None
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, Section) else None
+    return ann
+
+
+def _holds_text(ann: Any) -> bool:
+    """str, a Literal of words, or either of them or None."""
+    if ann is str:
+        return True
+    if get_origin(ann) is Literal:
+        return all(isinstance(choice, str) for choice in get_args(ann))
+    if get_origin(ann) in (Union, types.UnionType):
+        others = [a for a in get_args(ann) if a is not type(None)]
+        return len(others) == 1 and _holds_text(others[0])
+    return False
+
+
+_YAML_NULLS = ("null", "Null", "NULL", "~")
+
+
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node = tree
     *parents, leaf = _split_key(dotted)
@@ -98,8 +127,14 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+        text = raw.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            # A text key takes the text as written: YAML would turn name=2024 into an int,
+            # name=0123 into 83 (octal) and train.amp=off into false. Quotes and null still work.
+            if _holds_text(_field_annotation(key.strip())) and text not in _YAML_NULLS and text[:1] not in "\"'":
+                value = raw
+            else:
+                value = yaml.safe_load(raw) if text else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e.__class__.__name__})") from None
         _set_dotted(tree, key.strip(), value)
