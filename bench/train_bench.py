@@ -182,7 +182,7 @@ class QualityReached(Exception):
     """Ends a timed training run at the first epoch that reaches the target."""
 
 
-def bench_time_to_quality(reps: int, spark_cfg: list[str]) -> dict:
+def bench_time_to_quality(reps: int, spark_cfg: list[str], model_overrides: list[str] = ()) -> dict:
     from types import SimpleNamespace
 
     from movielens_quality import base_config  # bench/ is this script's folder
@@ -217,7 +217,7 @@ def bench_time_to_quality(reps: int, spark_cfg: list[str]) -> dict:
                 raise QualityReached
 
         try:
-            run_training(None, with_overrides(cfg, [f"name=ttq-{rep}"]), on_epoch=stop_when_reached)
+            run_training(None, with_overrides(cfg, [f"name=ttq-{rep}", *model_overrides]), on_epoch=stop_when_reached)
             model_s.append(float("inf"))  # never reached it
         except QualityReached:
             model_s.append(time.perf_counter() - started)
@@ -233,6 +233,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--parts", nargs="+", default=["feed", "workers", "vocabulary", "losses", "time_to_quality"])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="time_to_quality: overrides on top of the shipped config (e.g. train.amp=bf16)")
     args = parser.parse_args()
     spark_cfg = ["spark.log_level=ERROR", f"spark.conf={{spark.local.dir: {OUT}/spark-local}}"]
     print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}")
@@ -263,7 +265,7 @@ def main() -> int:
     if "time_to_quality" in args.parts:
         print("5. time to quality, ml-latest-small implicit: conf/movielens-implicit.yaml vs tuned ALS's validation "
               "full NDCG@10")
-        t = bench_time_to_quality(args.reps, spark_cfg)
+        t = bench_time_to_quality(args.reps, spark_cfg, args.set)
         print(f"   ALS validation full ndcg@10 {t['target']:.4f}, ALS fit {t['als_s']:.1f}s; model reached it in "
               f"{t['model_s']:.1f}s (epochs {t['epochs']}): ratio {t['model_s'] / t['als_s']:.2f} (target <= 1.0)")
     return 0

@@ -171,7 +171,8 @@ def device() -> torch.device:
 
 def resolve_amp(setting: str, dev: torch.device) -> str:
     """``train.amp`` as used on ``dev``: ``auto`` is bf16 on a GPU with bf16 support (Ampere and
-    newer), off elsewhere (on CPU bf16 autocast is slower than float32 for these models)."""
+    newer), off elsewhere: on CPU, bf16 was slower than float32 without bf16 hardware (EPYC) and
+    within run-to-run noise with AMX (Xeon; bench/README.md, time to quality)."""
     if setting != "auto":
         return setting
     return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
