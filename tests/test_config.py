@@ -50,6 +50,18 @@ def test_text_keys_take_the_text_as_written():
         load_config(None, ["train.epochs=five"])
 
 
+def test_one_value_for_a_list_key_is_a_list_of_one():
+    cfg = load_config(None, ["evaluate.k=10", "evaluate.baselines=ease", "explain.users=0123"])
+    assert (cfg.evaluate.k, cfg.evaluate.baselines, cfg.explain.users) == ([10], ["ease"], ["0123"])
+    assert load_config(None, ["explain.users=null"]).explain.users is None
+
+
+def test_exponent_floats_read_as_yaml_1_2_does(tmp_path):
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 0.001
+    cfg = load_config(write(tmp_path, "train:\n  lr: 5E-4\n  weight_decay: 1e-6\n"))
+    assert (cfg.train.lr, cfg.train.weight_decay) == (0.0005, 1e-6)
+
+
 def test_off_means_off_although_yaml_reads_it_as_false(tmp_path):
     assert load_config(write(tmp_path, "train:\n  amp: off\n")).train.amp == "off"
     with pytest.raises(ConfigError, match="train.amp"):

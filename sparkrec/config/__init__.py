@@ -3,11 +3,13 @@
 YAML in ``conf/`` loads into frozen pydantic models; the field docstrings in this package are the
 single place each key is documented (``python -m sparkrec.config`` prints them all). Any key can be
 overridden on the command line as ``dotted.key=value`` (the value is parsed as YAML, so
-``train.epochs=5`` is an int and ``input.columns.rating=null`` is None; a key that holds text takes
-the text as written: ``name=2024``, ``name=0123`` and ``train.amp=off`` stay strings).
+``train.epochs=5`` is an int, ``train.lr=1e-3`` a float and ``input.columns.rating=null`` None;
+a key that holds text takes the text as written: ``name=0123`` and ``train.amp=off`` stay strings;
+one value for a list key is a list of one: ``evaluate.k=10``).
 """
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal, Sequence, Union, get_args, get_origin
@@ -94,19 +96,51 @@ def _field_annotation(dotted: str) -> Any:
     return ann
 
 
-def _holds_text(ann: Any) -> bool:
-    """str, a Literal of words, or either of them or None."""
-    if ann is str:
-        return True
-    if get_origin(ann) is Literal:
-        return all(isinstance(choice, str) for choice in get_args(ann))
+def _without_none(ann: Any) -> Any:
+    """``X`` for ``Optional[X]``; ``ann`` otherwise."""
     if get_origin(ann) in (Union, types.UnionType):
         others = [a for a in get_args(ann) if a is not type(None)]
-        return len(others) == 1 and _holds_text(others[0])
-    return False
+        return others[0] if len(others) == 1 else ann
+    return ann
+
+
+def _holds_text(ann: Any) -> bool:
+    """str, a Literal of words, or either of them or None."""
+    ann = _without_none(ann)
+    return ann is str or (get_origin(ann) is Literal and all(isinstance(c, str) for c in get_args(ann)))
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a float as YAML 1.2 does (1.1 wants ``1.0e-3``, and
+    ``train.lr: 1e-3`` came out as the string '1e-3')."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 _YAML_NULLS = ("null", "Null", "NULL", "~")
+
+
+def _override_value(key: str, raw: str) -> Any:
+    """An override's value: YAML, except that a key holding text takes the text as written (YAML
+    turns name=2024 into an int, name=0123 into 83, train.amp=off into false), and a single value
+    for a list key is a list of one (evaluate.k=10). Quoted values, lists and null are YAML."""
+    text = raw.strip()
+    if not text:
+        return ""
+    if text in _YAML_NULLS or text[0] in "\"'[{":
+        return _load_yaml(raw)
+    ann = _without_none(_field_annotation(key))
+    if get_origin(ann) is list:
+        element = get_args(ann)[0]
+        return [raw if _holds_text(element) else _load_yaml(raw)]
+    return raw if _holds_text(ann) else _load_yaml(raw)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -121,20 +155,14 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict:
-    """Turn ``["a.b=1", "c=x"]`` into a nested dict, values parsed as YAML scalars/lists."""
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict (values: see ``_override_value``)."""
     tree: dict = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
-        text = raw.strip()
         try:
-            # A text key takes the text as written: YAML would turn name=2024 into an int,
-            # name=0123 into 83 (octal) and train.amp=off into false. Quotes and null still work.
-            if _holds_text(_field_annotation(key.strip())) and text not in _YAML_NULLS and text[:1] not in "\"'":
-                value = raw
-            else:
-                value = yaml.safe_load(raw) if text else ""
+            value = _override_value(key.strip(), raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e.__class__.__name__})") from None
         _set_dotted(tree, key.strip(), value)
@@ -172,7 +200,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         source = str(path)
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = _load_yaml(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {source} not found") from None
         except yaml.YAMLError as e:
