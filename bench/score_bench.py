@@ -2,7 +2,8 @@
 
 Three comparisons, each against a baseline run in this same process (medians of --repeats):
 
-1. kernel, one thread: NeuMF top-K pairs/s (decomposed scorer, item chunks, running top-K)
+1. kernel, one thread: NeuMF top-K pairs/s (decomposed scorer, item chunks, running top-K; its
+   tower in the fused C++ kernel where this host compiles it, and the torch path beside it)
    vs a bare GMF matmul + ``torch.topk`` of the same shapes (users x items, factors, K): the
    price of the MLP tower over a dot product;
 2. kernel, one thread: the same NeuMF top-K vs the naive path that runs ``model(u, i)`` on every
@@ -32,6 +33,7 @@ import torch
 
 from sparkrec.models.ncf import NCF, NCFConfig
 from sparkrec.models.block_scoring import PairwiseScorer, items_per_chunk, make_scorer, top_k_items
+from sparkrec.models.decomposed_ncf import DecomposedNCF
 
 
 def timed(fn, repeats: int) -> float:
@@ -52,7 +54,9 @@ def kernel_bench(model: NCF, args) -> dict:
     chunk = items_per_chunk(scorer, batch, args.chunk_mib)
     users = torch.arange(args.kernel_users)
 
-    def neumf():
+    torch_path = DecomposedNCF(model, native=False)
+
+    def neumf(scorer=scorer):
         for start in range(0, len(users), batch):
             top_k_items(scorer, users[start:start + batch], args.k, chunk)
 
@@ -72,6 +76,7 @@ def kernel_bench(model: NCF, args) -> dict:
 
     pairs, naive_pairs = len(users) * num_items, len(naive_users) * num_items
     return {"neumf": pairs / timed(neumf, args.repeats), "gmf": pairs / timed(gmf, args.repeats),
+            "neumf_torch": pairs / timed(lambda: neumf(torch_path), args.repeats), "fused": scorer.native is not None,
             "naive": naive_pairs / timed(naive, args.repeats), "chunk": chunk}
 
 
@@ -152,7 +157,9 @@ def main(argv=None) -> int:
 
     k = kernel_bench(model, args)
     print(f"[kernel, 1 thread, {args.kernel_users} users, item chunk {k['chunk']}]")
-    print(f"  neumf top-K (decomposed)   {k['neumf'] / 1e6:8.2f} M pairs/s")
+    print(f"  neumf top-K (decomposed)   {k['neumf'] / 1e6:8.2f} M pairs/s   "
+          f"({'fused C++ kernel' if k['fused'] else 'torch path: no kernel on this host'})")
+    print(f"  neumf top-K, torch path    {k['neumf_torch'] / 1e6:8.2f} M pairs/s")
     print(f"  gmf matmul + topk          {k['gmf'] / 1e6:8.2f} M pairs/s   neumf/gmf = {k['neumf'] / k['gmf']:.3f}")
     print(f"  naive pairwise neumf       {k['naive'] / 1e6:8.2f} M pairs/s   speed-up = {k['neumf'] / k['naive']:.2f}x")
     if not args.no_spark:

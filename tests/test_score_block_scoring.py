@@ -11,7 +11,7 @@ from sparkrec.models.ncf import NCF
 from sparkrec.models.autoencoders import AutoRec, AutoRecConfig, MultVAE, MultVAEConfig
 from sparkrec.models.block_scoring import (DotProductScorer, PairwiseScorer, items_per_chunk, make_scorer,
                                           top_k_items)
-from sparkrec.models import decomposed_ncf
+from sparkrec.models import decomposed_ncf, native
 from sparkrec.models.decomposed_ncf import DecomposedNCF
 
 NUM_USERS, NUM_ITEMS = 40, 57
@@ -42,11 +42,15 @@ def all_pairs(model):
     ("neumf", True, 0.0, (16, 8, 4), 3 * NUM_USERS),  # tiles of 3 items; the last one of a block shorter
     ("neumf", True, 0.0, (16, 8, 4), 1),              # below one item per user: one item a tile
 ])
-def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, mlp_layers, tile_pairs, monkeypatch):
+@pytest.mark.parametrize("native", [True, False])  # the fused C++ kernel / the torch path
+def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, mlp_layers, tile_pairs, native,
+                                                       monkeypatch):
     monkeypatch.setattr(decomposed_ncf, "TOWER_TILE_PAIRS", tile_pairs)
     model = trained_like(kind, use_bias, dropout, mlp_layers)
-    scorer = make_scorer(model, NUM_ITEMS)
-    assert isinstance(scorer, DecomposedNCF)
+    assert isinstance(make_scorer(model, NUM_ITEMS), DecomposedNCF)
+    scorer = DecomposedNCF(model, native=native)
+    # The kernel serves every tower of ReLU layers (not a tower without hidden layers, nor GMF).
+    assert (scorer.native is not None) == (native and getattr(scorer, "layers", None) is not None)
     with torch.inference_mode():
         users = torch.arange(NUM_USERS)
         state = scorer.user_state(users)
@@ -54,6 +58,45 @@ def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, 
     expected = all_pairs(model)
     assert expected.std() > 0.1  # scores spread: a wrong term would show
     torch.testing.assert_close(blocks, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mlp_layers", [(64, 32, 16, 8), (40, 20, 10), (18, 9)])  # 8-row groups and remainders
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_fused_kernel_equals_the_torch_path_on_any_block(mlp_layers, threads):
+    model = trained_like("neumf", use_bias=True, mlp_layers=mlp_layers)
+    fused, torch_path = DecomposedNCF(model), DecomposedNCF(model, native=False)
+    assert fused.native is not None and torch_path.native is None
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the kernel splits users over this many threads
+    try:
+        with torch.inference_mode():
+            for users, (start, end) in [(torch.arange(NUM_USERS), (0, NUM_ITEMS)), (torch.tensor([7]), (5, 38)),
+                                        (torch.tensor([39, 0, 39, 3]), (40, NUM_ITEMS)), (torch.arange(17), (16, 17))]:
+                got = fused.block(fused.user_state(users), start, end)
+                want = torch_path.block(torch_path.user_state(users), start, end)
+                assert got.numel() == 1 or got.std() > 0.1
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("env,mlp_layers", [({"CXX": "false"}, (16, 8, 4)),       # the compile fails
+                                            ({"SPARKREC_NATIVE": "0"}, (16, 8, 4)),  # switched off
+                                            ({}, (600, 300, 8))])                    # wider than the kernel takes
+def test_the_torch_path_serves_where_the_kernel_cannot(env, mlp_layers, monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARKREC_NATIVE_DIR", str(tmp_path))  # nothing cached: a real compile attempt
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    native.ncf_tower.cache_clear()
+    try:
+        model = trained_like("neumf", use_bias=True, mlp_layers=mlp_layers)
+        scorer = make_scorer(model, NUM_ITEMS)
+        assert isinstance(scorer, DecomposedNCF) and scorer.native is None
+        with torch.inference_mode():
+            scores = scorer.block(scorer.user_state(torch.arange(NUM_USERS)), 0, NUM_ITEMS)
+        torch.testing.assert_close(scores, all_pairs(model), rtol=1e-5, atol=1e-5)
+    finally:
+        native.ncf_tower.cache_clear()  # later tests build (or load) the kernel under the real settings
 
 
 def test_decomposed_scores_equal_forward_when_the_tower_does_not_start_with_relu():

@@ -1,0 +1,80 @@
+"""The fused NCF tower kernel (``ncf_tower.cpp``), compiled on first use on the host that runs it.
+
+It is compiled with ``-march=native`` on each host (driver and every executor) rather than shipped
+built, so it uses the host's vector width and never meets an instruction the CPU lacks. The
+library is cached under ``$SPARKREC_NATIVE_DIR`` (default ``~/.cache/sparkrec/native``), keyed by
+the source, the host and the compiler, and compiled into a temporary name and renamed, so
+concurrent workers never load a half-written file.
+
+When the host has no C++ compiler (``$CXX``, else ``g++`` or ``c++``), the compile fails, or
+``SPARKREC_NATIVE=0`` is set, :func:`ncf_tower` returns None and the scorer uses its torch path,
+which computes the same scores (tests hold them equal): only speed differs. A C++ kernel, not a
+library: no maintained library fuses an MLP tower with a per-item floor per layer, and torch runs
+each layer as a separate pass over memory.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import pkgutil
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCE = "ncf_tower.cpp"
+FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-pthread", "-std=c++17"]
+COMPILE_TIMEOUT_S = 120
+
+
+def _compiler() -> str | None:
+    for name in filter(None, [os.environ.get("CXX"), "g++", "c++"]):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@lru_cache(maxsize=None)
+def ncf_tower():
+    """The kernel's entry point (ctypes function), or None where it cannot be built (see module doc).
+    Built and loaded once per process."""
+    if os.environ.get("SPARKREC_NATIVE", "1") == "0":
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        log.warning("no C++ compiler on %s: NCF scoring uses its torch path (slower, same scores)", platform.node())
+        return None
+    try:
+        source = pkgutil.get_data(__package__, SOURCE)  # works from the --py-files zip too
+        if source is None:
+            raise OSError(f"{SOURCE} is not readable from the installed package")
+        key = hashlib.sha256(b"\0".join([source, " ".join([compiler, *FLAGS]).encode(), platform.node().encode(),
+                                         platform.machine().encode()])).hexdigest()[:16]
+        folder = Path(os.environ.get("SPARKREC_NATIVE_DIR") or Path.home() / ".cache" / "sparkrec" / "native")
+        library = folder / f"ncf_tower-{key}.so"
+        if not library.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as work:
+                src = Path(work) / SOURCE
+                src.write_bytes(source)
+                built = Path(work) / library.name
+                run = subprocess.run([compiler, *FLAGS, "-o", str(built), str(src)], capture_output=True,
+                                     text=True, timeout=COMPILE_TIMEOUT_S)
+                if run.returncode != 0:
+                    raise OSError(f"{compiler} exited {run.returncode}: {run.stderr.strip()[-300:]}")
+                os.replace(built, library)
+        fn = ctypes.CDLL(str(library)).sparkrec_ncf_tower
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # RuntimeError: no home folder
+        log.warning("fused NCF kernel unavailable (%s): NCF scoring uses its torch path (slower, same scores)", e)
+        return None
+    ptr, size = ctypes.c_void_p, ctypes.c_long
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ptr, ptr, ptr, size, size, ptr, ptr, ptr, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
