@@ -15,6 +15,8 @@ from sparkrec.models import decomposed_ncf, native
 from sparkrec.models.decomposed_ncf import DecomposedNCF
 
 NUM_USERS, NUM_ITEMS = 40, 57
+HAS_COMPILER = native._compiler() is not None
+needs_compiler = pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler here: the fused kernel is not built")
 
 
 def trained_like(kind, use_bias=False, dropout=0.0, mlp_layers=(16, 8, 4), seed=0):
@@ -50,7 +52,7 @@ def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, 
     assert isinstance(make_scorer(model, NUM_ITEMS), DecomposedNCF)
     scorer = DecomposedNCF(model, native=native)
     # The kernel serves every tower of ReLU layers (not a tower without hidden layers, nor GMF).
-    assert (scorer.native is not None) == (native and getattr(scorer, "layers", None) is not None)
+    assert (scorer.native is not None) == (native and getattr(scorer, "layers", None) is not None and HAS_COMPILER)
     with torch.inference_mode():
         users = torch.arange(NUM_USERS)
         state = scorer.user_state(users)
@@ -60,8 +62,9 @@ def test_decomposed_scores_equal_forward_on_every_pair(kind, use_bias, dropout, 
     torch.testing.assert_close(blocks, expected, rtol=1e-5, atol=1e-5)
 
 
+@needs_compiler
 @pytest.mark.parametrize("mlp_layers", [(64, 32, 16, 8), (40, 20, 10), (18, 9)])  # 8-row groups and remainders
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 3])
 def test_the_fused_kernel_equals_the_torch_path_on_any_block(mlp_layers, threads):
     model = trained_like("neumf", use_bias=True, mlp_layers=mlp_layers)
     fused, torch_path = DecomposedNCF(model), DecomposedNCF(model, native=False)
@@ -78,6 +81,38 @@ def test_the_fused_kernel_equals_the_torch_path_on_any_block(mlp_layers, threads
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     finally:
         torch.set_num_threads(previous)
+
+
+@needs_compiler
+def test_the_fused_kernel_covers_many_items_and_refuses_what_it_cannot_hold(monkeypatch):
+    torch.manual_seed(1)
+    model = NCF(ncf_config(kind="neumf", num_users=9, num_items=700, factors=4, mlp_layers=(32, 16, 8),
+                           dropout=0.0, use_bias=True)).eval()
+    fused, torch_path = DecomposedNCF(model), DecomposedNCF(model, native=False)
+    with torch.inference_mode():  # blocks span several of the kernel's 256-item blocks
+        for start, end in [(0, 700), (3, 611)]:
+            torch.testing.assert_close(fused.block(fused.user_state(torch.arange(9)), start, end),
+                                       torch_path.block(torch_path.user_state(torch.arange(9)), start, end),
+                                       rtol=1e-5, atol=1e-5)
+    wide = trained_like("neumf", mlp_layers=(600, 300, 8))
+    monkeypatch.setattr(decomposed_ncf, "MAX_NATIVE_WIDTH", 10**6)  # past Python's check: the kernel's own
+    scorer = DecomposedNCF(wide)
+    with pytest.raises(SparkrecError, match="refused widths"), torch.inference_mode():
+        scorer.block(scorer.user_state(torch.arange(3)), 0, NUM_ITEMS)
+
+
+@needs_compiler
+def test_a_nan_in_the_model_stays_nan_in_both_paths():
+    # A diverged model must not be ranked with made-up scores: max(NaN, floor) is NaN, as in torch.
+    model = trained_like("neumf", use_bias=True, mlp_layers=(16, 8, 4))
+    with torch.no_grad():
+        model.user_mlp.weight[3] = float("nan")
+        model.item_mlp.weight[5] = float("nan")
+    for scorer in (DecomposedNCF(model), DecomposedNCF(model, native=False)):
+        with torch.inference_mode():
+            scores = scorer.block(scorer.user_state(torch.arange(NUM_USERS)), 0, NUM_ITEMS)
+        assert scores[3].isnan().all() and scores[:, 5].isnan().all()
+        assert not scores[[0, 1, 2]][:, [0, 1, 2]].isnan().any()
 
 
 @pytest.mark.parametrize("env,mlp_layers", [({"CXX": "false"}, (16, 8, 4)),       # the compile fails

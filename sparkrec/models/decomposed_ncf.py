@@ -188,7 +188,12 @@ class _NativeTower:
 
     def __call__(self, scores: Tensor, user_first: Tensor, start: int, end: int) -> None:
         """Add the tower's score of users x items ``start:end`` to ``scores`` [batch, end - start]."""
-        assert scores.is_contiguous() and user_first.is_contiguous() and scores.dtype == user_first.dtype == torch.float32
+        # The kernel trusts its pointers: check what it assumes of them.
+        if not (scores.is_contiguous() and user_first.is_contiguous() and scores.dtype == user_first.dtype == torch.float32
+                and scores.shape[1] == end - start and user_first.shape == (scores.shape[0], self.widths[0])
+                and 0 <= start <= end <= self.num_items):
+            raise SparkrecError(f"fused NCF kernel: unexpected block {tuple(scores.shape)} {scores.dtype} for items "
+                                f"{start}:{end}, users {tuple(user_first.shape)}")
         status = self.kernel(scores.shape[0], end - start, len(self.weights), self.widths, user_first.data_ptr(),
                              self.floor_ptrs, self.num_items, start, self.weight_ptrs, self.out.data_ptr(),
                              scores.data_ptr(), torch.get_num_threads())

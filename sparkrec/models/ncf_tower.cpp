@@ -32,7 +32,8 @@ inline vec load(const float *p, int valid) {
     return v;
 }
 
-inline vec vmax(vec a, vec b) { return a > b ? a : b; }
+// torch.maximum's semantics: a NaN on either side gives NaN (a diverged model must not rank).
+inline vec vmax(vec a, vec b) { return (a > b) | (a != a) ? a : b; }
 
 struct Tower {
     int num_layers;
