@@ -67,11 +67,13 @@ class Config(Section):
     tune: TuneConfig = TuneConfig()
 
 
-def _split_key(dotted: str) -> list[str]:
-    """Split ``a.b.c`` along the model; inside a dict-typed field the rest is one key
-    (``spark.conf.spark.executor.memory`` -> ``spark``, ``conf``, ``spark.executor.memory``)."""
+def _resolve_key(dotted: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c`` along the model, and the key's type (None: an unknown key, or one inside a
+    dict-typed field, whose rest is one key: ``spark.conf.spark.executor.memory`` -> ``spark``,
+    ``conf``, ``spark.executor.memory``)."""
     parts = dotted.split(".")
     model: type[Section] | None = Config
+    ann = None
     for i, part in enumerate(parts):
         field = model.model_fields.get(part) if model else None
         ann = field.annotation if field else None
@@ -79,21 +81,9 @@ def _split_key(dotted: str) -> list[str]:
             model = ann
             continue
         if getattr(ann, "__origin__", None) is dict and i + 1 < len(parts):
-            return parts[: i + 1] + [".".join(parts[i + 1:])]
+            return parts[: i + 1] + [".".join(parts[i + 1:])], None
         model = None
-    return parts
-
-
-def _field_annotation(dotted: str) -> Any:
-    """The type of the config key ``dotted``, or None (unknown key, or inside a dict field)."""
-    model, ann = Config, None
-    for part in dotted.split("."):
-        field = model.model_fields.get(part) if model else None
-        if field is None:
-            return None
-        ann = field.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, Section) else None
-    return ann
+    return parts, ann
 
 
 def _without_none(ann: Any) -> Any:
@@ -127,8 +117,8 @@ def _load_yaml(text: str) -> Any:
 _YAML_NULLS = ("null", "Null", "NULL", "~")
 
 
-def _override_value(key: str, raw: str) -> Any:
-    """An override's value: YAML, except that a key holding text takes the text as written (YAML
+def _override_value(ann: Any, raw: str) -> Any:
+    """An override's value for a key of type ``ann``: YAML, except that a key holding text takes the text as written (YAML
     turns name=2024 into an int, name=0123 into 83, train.amp=off into false), and a single value
     for a list key is a list of one (evaluate.k=10). Quoted values, lists and null are YAML."""
     text = raw.strip()
@@ -136,16 +126,16 @@ def _override_value(key: str, raw: str) -> Any:
         return ""
     if text in _YAML_NULLS or text[0] in "\"'[{":
         return _load_yaml(raw)
-    ann = _without_none(_field_annotation(key))
+    ann = _without_none(ann)
     if get_origin(ann) is list:
         element = get_args(ann)[0]
         return [raw if _holds_text(element) else _load_yaml(raw)]
     return raw if _holds_text(ann) else _load_yaml(raw)
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def _set_dotted(tree: dict, dotted: str, parts: list[str], value: Any) -> None:
     node = tree
-    *parents, leaf = _split_key(dotted)
+    *parents, leaf = parts
     for part in parents:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
@@ -161,11 +151,12 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+        parts, ann = _resolve_key(key.strip())
         try:
-            value = _override_value(key.strip(), raw)
+            value = _override_value(ann, raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e.__class__.__name__})") from None
-        _set_dotted(tree, key.strip(), value)
+        _set_dotted(tree, key.strip(), parts, value)
     return tree
 
 
