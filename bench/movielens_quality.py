@@ -27,6 +27,10 @@ How settings are chosen, never on test:
     flock /tmp/sparkrec-tests.lock .venv/bin/python bench/movielens_quality.py [--settings implicit explicit] \\
         [--tune --trials N --write-conf conf/movielens-implicit.yaml]
 
+``--dev`` never opens the test file: the "test" rows are carved from the train file by the split
+files' own rules (and each dev user's 99 negatives drawn as the README draws them), and validation
+from what is left. Recipe changes are compared there, over several ``seed=N``, before test is read.
+
 Positional ``dotted.key=value`` overrides go before ``--targets``. The data folders are only read;
 everything is written under --lake (a scratch folder). The last numbers: ``bench/README.md``.
 """
@@ -62,16 +66,46 @@ ENVIRONMENT = ["prepare.num_files=2", "spark.log_level=ERROR", "spark.shuffle_pa
 RIVALS = {"implicit": ["als_implicit", "ease", "popularity"], "explicit": ["als_explicit", "bias"]}
 
 
-def raw_log(setting: str, out: str) -> str:
-    """The split files as one Parquet log with a ``split`` column, validation carved from train."""
+def _latest_per_user(log: pd.DataFrame) -> pd.Index:
+    """Each user's latest interaction (ties: the larger item id last, as the test file)."""
+    return log.sort_values(["user_id", "timestamp", "item_id"]).groupby("user_id").tail(1).index
+
+
+def _held_out(setting: str, log: pd.DataFrame, seed: int) -> pd.Index:
+    if setting == "implicit":
+        return _latest_per_user(log)
+    return log.index[np.random.default_rng(seed).random(len(log)) < 0.1]
+
+
+def split_files(setting: str, dev: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """(train, test, negatives) of the protocol. With ``dev`` the test file is never opened: the
+    "test" rows are carved from the train file by the split files' own rules (implicit: each
+    user's latest train interaction; explicit: 10% with ``default_rng(2)``), and each dev user's 99
+    negatives are drawn uniformly (seeded) from the train file's items, never one the user has."""
     train = pd.read_parquet(os.path.join(SPLITS, setting, "train.parquet"))
-    test = pd.read_parquet(os.path.join(SPLITS, setting, "test.parquet"))
-    if setting == "implicit":  # each user's latest train interaction, ties: the larger item id last
-        order = train.sort_values(["user_id", "timestamp", "item_id"])
-        held = order.groupby("user_id").tail(1).index
-    else:
-        held = train.index[np.random.default_rng(1).random(len(train)) < 0.1]
-    train["split"] = "train"
+    if not dev:
+        test = pd.read_parquet(os.path.join(SPLITS, setting, "test.parquet"))
+        negatives = (pd.read_parquet(os.path.join(SPLITS, "implicit", "negatives.parquet"))
+                     if setting == "implicit" else None)
+        return train, test, negatives
+    held = _held_out(setting, train, seed=2)
+    test, train = train.loc[held], train.drop(held).reset_index(drop=True)
+    if setting == "explicit":
+        return train, test.reset_index(drop=True), None
+    rng = np.random.default_rng(0)
+    catalogue = np.sort(pd.concat([train, test]).item_id.unique())
+    had = pd.concat([train, test]).groupby("user_id").item_id.agg(set)
+    rows = []
+    for user, item in zip(test.user_id, test.item_id):
+        pool = catalogue[~np.isin(catalogue, list(had[user]))]
+        rows.append((user, item, rng.choice(pool, 99, replace=False)))
+    return train, test.reset_index(drop=True), pd.DataFrame(rows, columns=["user_id", "item_id", "negatives"])
+
+
+def raw_log(setting: str, train: pd.DataFrame, test: pd.DataFrame, out: str) -> str:
+    """The split files as one Parquet log with a ``split`` column, validation carved from train."""
+    held = _held_out(setting, train, seed=1)
+    train = train.assign(split="train")
     train.loc[held, "split"] = "validation"
     test = test.assign(split="test")
     path = os.path.join(out, f"raw-{setting}")
@@ -80,10 +114,10 @@ def raw_log(setting: str, out: str) -> str:
     return path
 
 
-def base_config(args, setting: str, conf: str | None, extra: list[str]):
+def base_config(args, setting: str, conf: str | None, extra: list[str], train: pd.DataFrame, test: pd.DataFrame):
     lake = os.path.join(args.lake, setting)
     implicit = ["prepare.implicit_threshold=0.5"] if setting == "implicit" else []  # every rating is an interaction
-    overrides = [f"lake={lake}", f"name=movielens-{setting}", f"input.path={raw_log(setting, args.lake)}",
+    overrides = [f"lake={lake}", f"name=movielens-{setting}", f"input.path={raw_log(setting, train, test, args.lake)}",
                  "input.format=parquet", "input.columns.split=split", "prepare.split.kind=given",
                  "prepare.rating_min=0.5", *implicit, *ENVIRONMENT, *extra]
     return load_config(conf, overrides)
@@ -97,7 +131,8 @@ def _vocab(spark, path: str) -> dict:
 
 def _ndcg(rank: np.ndarray) -> np.ndarray:
     """Per user: 1 / log2(rank + 1) within the top K (rank is 1-based, 0 = not ranked)."""
-    return np.where((rank >= 1) & (rank <= K), 1.0 / np.log2(rank + 1.0), 0.0)
+    hit = (rank >= 1) & (rank <= K)
+    return np.where(hit, 1.0 / np.log2(np.where(hit, rank, 1) + 1.0), 0.0)
 
 
 def ranking_units(spark, rec, users: dict, items: dict, known, test: pd.DataFrame, negatives: pd.DataFrame) -> pd.DataFrame:
@@ -168,7 +203,8 @@ def fit_rivals(setting: str, fit_on, cfg, prepared: dict) -> dict:
 def run(args, setting: str) -> bool:
     spark = None
     seconds = {}
-    cfg = base_config(args, setting, args.conf.get(setting), args.overrides)
+    train_rows, test, negatives = split_files(setting, args.dev)
+    cfg = base_config(args, setting, args.conf.get(setting), args.overrides, train_rows, test)
     spark = get_spark(cfg.spark)
     started = time.perf_counter()
     run_prepare(spark, cfg)
@@ -200,23 +236,21 @@ def run(args, setting: str) -> bool:
     recs = {"sparkrec": model, **fit_rivals(setting, fit_on, cfg, prepared)}
     users = _vocab(spark, prepared["paths"]["user_vocab"])
     items = _vocab(spark, prepared["paths"]["item_vocab"])
-    test = pd.read_parquet(os.path.join(SPLITS, setting, "test.parquet"))
     units = {}
     started = time.perf_counter()
     for name, rec in recs.items():
         if setting == "implicit":
-            negatives = pd.read_parquet(os.path.join(SPLITS, "implicit", "negatives.parquet"))
             units[name] = ranking_units(spark, rec, users, items, known, test, negatives)
         else:
             mean = float(fit_on.agg(F.avg("label")).first()[0])
             units[name] = rating_units(spark, rec, users, items, test, mean, name == "sparkrec")
     seconds["score"] = time.perf_counter() - started
-    return report(setting, cfg, summary, units, seconds)
+    return report(setting, cfg, summary, units, seconds, args.dev)
 
 
-def report(setting: str, cfg, summary: dict, units: dict, seconds: dict) -> bool:
+def report(setting: str, cfg, summary: dict, units: dict, seconds: dict, dev: bool) -> bool:
     t = cfg.train
-    print(f"\n## ml-latest-small, {setting}, test (model: {t.model}, loss {t.loss}, factors {t.factors}, "
+    print(f"\n## ml-latest-small, {setting}, {'dev (carved from train; test not read)' if dev else 'test'} (model: {t.model}, loss {t.loss}, factors {t.factors}, "
           f"refit {t.refit}, {len(summary['history'])} epochs)")
     if setting == "implicit":
         metrics = ["sampled hr@10", "sampled ndcg@10", "full hr@10", "full ndcg@10"]
@@ -266,6 +300,8 @@ def main() -> int:
     parser.add_argument("--targets", nargs="+", default=["model", "als", "ease"], choices=["model", "als", "ease"],
                         help="with --tune: what to search (the rest keeps the shipped conf's settings)")
     parser.add_argument("--write-conf", help="with --tune: write the chosen settings here (one setting at a time)")
+    parser.add_argument("--dev", action="store_true",
+                        help="never open the test file: score on a split carved from the train file instead")
     parser.add_argument("overrides", nargs="*", help="extra dotted.key=value overrides")
     args = parser.parse_args()
     args.conf = {s: os.path.join(HERE, "..", "conf", f"movielens-{s}.yaml") for s in args.settings}
