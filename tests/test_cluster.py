@@ -8,25 +8,19 @@ only run from those. The cluster is stopped at the end, on failure too.
 """
 import json
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from processes import free_port
 from sparkrec import lake as lakes
 from sparkrec.models.store import load_model
 
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.distributed]
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_DIR = os.environ.get("SPARKREC_CLUSTER_DIR", "/tmp/sparkrec-test-cluster")  # .ci/run stops it too
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

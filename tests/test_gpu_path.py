@@ -3,15 +3,14 @@ that never hold the other ranks in a collective longer than the collective timeo
 processes with a 3 s timeout and a 6 s write). The CUDA side (pinning, NCCL, bf16) runs in
 scripts/gpu_check.sh on a GPU machine."""
 import os
-import socket
 import time
 from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as tdist
-import torch.multiprocessing as mp
 
+from processes import free_port, spawn
 from sparkrec.errors import SparkrecError
 from sparkrec.train import distributed as dist
 from sparkrec.train.feed import DevicePrefetch
@@ -88,21 +87,15 @@ def slow_write_worker(rank, world, port, out_dir, polled):
         f.write(f"{outcome} {time.monotonic() - started:.1f}")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.distributed
 @pytest.mark.timeout(120)
 def test_a_write_longer_than_the_collective_timeout_does_not_fail_the_other_ranks(tmp_path):
-    mp.spawn(slow_write_worker, args=(2, free_port(), str(tmp_path), True), nprocs=2, join=True)
+    spawn(slow_write_worker, (2, free_port(), str(tmp_path), True))
     for rank in (0, 1):
         outcome, seconds = (tmp_path / f"True-{rank}").read_text().split()
         assert outcome == "ok" and float(seconds) >= 6  # waited the whole write, past the 3 s timeout
     # the same write with the others held in one collective: the timeout trips on rank 1
-    context = mp.spawn(slow_write_worker, args=(2, free_port(), str(tmp_path), False), nprocs=2, join=False)
+    context = spawn(slow_write_worker, (2, free_port(), str(tmp_path), False), join=False)
     while not context.join(60):
         pass
     assert (tmp_path / "False-1").read_text().split()[0] != "ok"

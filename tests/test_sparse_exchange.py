@@ -6,23 +6,16 @@ dense tower under Adam) on its own batches, once wrapped as sparkrec wraps it an
 DDP; after N steps the weights must be the same.
 """
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as tdist
-import torch.multiprocessing as mp
 
+from processes import free_port, spawn
 from sparkrec.models.ncf import NCF, NCFConfig
 
 pytestmark = pytest.mark.distributed
 STEPS, USERS, ITEMS = 6, 50, 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def batches(rank: int):
@@ -101,7 +94,7 @@ def _dense(model):
 
 @pytest.mark.timeout(180)
 def test_all_gather_exchange_equals_gloo_ddp_sparse_allreduce(tmp_path):
-    mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn(worker, (2, free_port(), str(tmp_path)))
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     for name, start in results[0]["start"].items():
         reference = results[0]["reference"][name]
@@ -131,7 +124,7 @@ def test_the_exchange_equals_one_process_on_both_ranks_data_with_bias_tables(tmp
     """With the bias tables (four sparse tables, two of width 1) gloo DDP's own sparse all-reduce
     drifts from the exact result (about 0.07 on a user row after 6 steps, torch 2.13), so the
     reference here is one process training on both ranks' batches."""
-    mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn(worker, (2, free_port(), str(tmp_path)))
     truth = one_process_steps(True)
     for r in (0, 1):
         ours = torch.load(tmp_path / f"rank{r}.pt")["ours_with_bias"]
@@ -161,7 +154,7 @@ def gather_worker(rank, world, port, out_dir):
 
 @pytest.mark.timeout(120)
 def test_exchange_sums_duplicate_rows_and_averages_over_ranks(tmp_path):
-    mp.spawn(gather_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn(gather_worker, (2, free_port(), str(tmp_path)))
     for r in (0, 1):
         g, h, none = torch.load(tmp_path / f"rank{r}.pt")
         expected = torch.zeros(5, 2)
