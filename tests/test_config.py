@@ -80,3 +80,13 @@ def test_every_key_documented():
     for line in ref.splitlines():
         if line.startswith("- `"):
             assert line.split("): ", 1)[1].strip(), f"undocumented key: {line}"
+
+
+@pytest.mark.parametrize("name", ["demo", "movielens-explicit", "movielens-implicit"])
+def test_the_shipped_configs_load(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "conf" / f"{name}.yaml")
+    if name == "movielens-implicit":  # what bench/README.md's fourth test read measured
+        t = cfg.train
+        assert (t.model, t.epochs, t.average_half_life, t.refit) == ("sequence", 20, 2.0, True)

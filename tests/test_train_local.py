@@ -18,8 +18,9 @@ from sparkrec import lake as lakes
 from sparkrec.data.prepare import load_manifest
 from sparkrec.errors import SparkrecError
 from sparkrec.models.store import load_model, model_root
-from sparkrec.train.checkpoint import checkpoint_dir, latest_checkpoint
+from sparkrec.train.checkpoint import checkpoint_dir, checkpoint_uri, latest_checkpoint, load_checkpoint
 from sparkrec.train.launch import run_training
+from sparkrec.train.optim import averaged_weights
 
 pytestmark = pytest.mark.spark
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,3 +199,56 @@ def test_the_history_model_resumes_exactly_and_refuses_a_foreign_checkpoint(impl
     with pytest.raises(SparkrecError, match="belongs to another training run"):
         run_training(None, config(implicit_lake, "seq-resumed", *common, "train.epochs=3", "train.resume=true",
                                   "sequence.max_len=10"))
+
+
+def test_the_weight_average_is_validated_published_and_resumed_without_changing_training(implicit_lake):
+    """train.average_half_life: the trained weights follow the same path as without it (the
+    average only watches), the checkpoint holds both, the published model is the average of the
+    best epoch, and a resumed run ends with the average of an uninterrupted one, bit for bit."""
+    common = ["train.model=sequence", "sequence.max_len=12", "train.factors=16", "train.batch_size=32",
+              "train.dropout=0.2", "train.lr=0.005", "train.keep_checkpoints=5"]
+    plain = run_training(None, config(implicit_lake, "avg-plain", *common, "train.epochs=3"))
+    averaged = run_training(None, config(implicit_lake, "avg-on", *common, "train.epochs=3",
+                                         "train.average_half_life=0.5"))
+    last = load_checkpoint(checkpoint_uri(checkpoint_dir(implicit_lake, "avg-on"), 3),
+                           {"average_half_life": 0.5})
+    plain_last = load_checkpoint(checkpoint_uri(checkpoint_dir(implicit_lake, "avg-plain"), 3), {})
+    for key, value in plain_last["model"].items():
+        assert torch.equal(value, last["model"][key]), key  # training itself is unchanged
+    average = averaged_weights(last["average"])
+    assert not torch.equal(average["item_embedding.weight"], last["model"]["item_embedding.weight"])
+    assert [h["val_ndcg@10"] for h in averaged["history"]] != [h["val_ndcg@10"] for h in plain["history"]]
+
+    best = load_checkpoint(checkpoint_uri(checkpoint_dir(implicit_lake, "avg-on"), averaged["best_epoch"]), {})
+    published, _ = load_model(implicit_lake, "avg-on")
+    for key, value in averaged_weights(best["average"]).items():
+        assert torch.equal(value, published.state_dict()[key]), key
+
+    run_training(None, config(implicit_lake, "avg-resumed", *common, "train.epochs=1", "train.average_half_life=0.5"))
+    resumed = run_training(None, config(implicit_lake, "avg-resumed", *common, "train.epochs=3",
+                                        "train.average_half_life=0.5", "train.resume=true"))
+    assert resumed["resumed_from"] == 1 and resumed["weights_by_rank"] == averaged["weights_by_rank"]
+    with pytest.raises(SparkrecError, match="average_half_life: checkpoint has None, this run has 1.0"):
+        run_training(None, config(implicit_lake, "avg-plain", *common, "train.epochs=4", "train.resume=true",
+                                  "train.average_half_life=1"))
+
+
+def test_the_weight_average_gives_each_step_the_half_life_factor_and_leaves_buffers():
+    from sparkrec.config.train import TrainConfig
+    from sparkrec.train.optim import weight_average
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    model.register_buffer("table", torch.zeros(3))
+    assert weight_average(model, TrainConfig(), steps_per_epoch=2) is None  # off by default
+    average = weight_average(model, TrainConfig(average_half_life=1.0), steps_per_epoch=2)
+    decay = 0.5 ** 0.5  # two steps per epoch: after one epoch a step's weight has halved
+    expected = None
+    for w in ([1.0, 2.0], [3.0, -1.0], [0.0, 4.0]):
+        with torch.no_grad():
+            model.weight.copy_(torch.tensor([w]))
+            model.table.fill_(w[0])
+        average.update_parameters(model)
+        expected = torch.tensor([w]) if expected is None else decay * expected + (1 - decay) * torch.tensor([w])
+    torch.testing.assert_close(average.module.weight, expected)
+    assert torch.equal(average.module.table, torch.zeros(3))  # buffers are copied once, never averaged
+    assert set(averaged_weights(average.state_dict())) == {"weight", "table"}

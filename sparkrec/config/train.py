@@ -93,6 +93,12 @@ class TrainConfig(Section):
     lr_decay: float = Field(0.9, gt=0.0, le=1.0)
     """Per-epoch factor of the `exponential` schedule."""
 
+    average_half_life: float = Field(0.0, ge=0.0)
+    """Validate, checkpoint as best and publish an exponential moving average of the weights
+    (updated after every step) instead of the last step's weights, with this half-life in epochs;
+    0 = off. The average evens out the step-to-step noise of the final weights, which moves the
+    result of one run from seed to seed (Polyak averaging); it costs one more copy of the model."""
+
     scale_lr: bool = False
     """Multiply the learning rate by the world size (Horovod's rule for a larger global batch)."""
 

@@ -37,7 +37,7 @@ from sparkrec.train.feed import check_rows_read, epoch_seed, on_device
 from sparkrec.train.hybrid_content import hybrid_config, hybrid_model
 from sparkrec.train.inputs import read_item_counts
 from sparkrec.train.objectives import AUTOENCODERS, make_objective, resolve_loss
-from sparkrec.train.optim import lr_factor, make_optimizers, set_lr
+from sparkrec.train.optim import averaged_weights, lr_factor, make_optimizers, set_lr, weight_average
 from sparkrec.train.progress import Progress
 from sparkrec.train.validation import is_better, load_sample, metric_name, validate
 
@@ -223,6 +223,8 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     ckpt_dir = checkpoint_dir(cfg.lake, cfg.name)
     resume_key = {"model": model_cfg.to_dict(), "data_hash": manifest["data_hash"], "optimizer": t.optimizer}
+    if t.average_half_life:
+        resume_key["average_half_life"] = t.average_half_life
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_metric": None, "bad_epochs": 0}
     latest = latest_checkpoint(ckpt_dir)
     ckpt = load_checkpoint(latest, resume_key) if latest else None
@@ -230,6 +232,12 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
         model.load_state_dict(ckpt["model"])
         state = {k: ckpt[k] for k in state}
         log.info(f"resuming from {latest} ({state['epoch']} epochs done)")
+    # What is validated, kept as the best epoch and published: the moving average of the weights
+    # when train.average_half_life is set, else the trained model itself.
+    average = weight_average(model, t, train_plan.steps)
+    if average is not None and ckpt:
+        average.load_state_dict(ckpt["average"])
+    served = average.module if average is not None else model
 
     # -- distributed wrapping: identical start on every rank ---------------------------------
     trainee = dist.wrap_model(objective.trainee(model))
@@ -262,6 +270,8 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
             scale = world / (train_plan.step_rows(step) * objective.examples_per_row)
             loss_sum += train_step(objective, model, trainee, optimizers, scaler, batch, loss_scale=scale,
                                    generator=generator, step=epoch * train_plan.steps + step, autocast=autocast)
+            if average is not None:
+                average.update_parameters(model)
             log.step(epoch, step, loss_sum, reader.rows_read * objective.examples_per_row,
                      train_plan.step_rows(step))
 
@@ -272,8 +282,8 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
         record = {"epoch": epoch + 1, "lr": epoch_lr, "train_loss": train_loss, "rows_by_rank": rows_by_rank,
                   "samples_per_s": train_plan.rows / (time.perf_counter() - started)}
         if sample:
-            objective.fold_in(model, device)  # the checkpoint then holds this epoch's codes too
-            scores = validate(model, sample, trained_items, bool(manifest.get("cold_items")), device)
+            objective.fold_in(served, device)  # the checkpoint then holds this epoch's codes too
+            scores = validate(served, sample, trained_items, bool(manifest.get("cold_items")), device)
             record.update({f"val_{k}": v for k, v in scores.items() if k != "users"})
         record["seconds"] = time.perf_counter() - started
         state["history"].append(record)
@@ -289,6 +299,7 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
         # write is waited for by polling (MainRankWork), never in one long collective.
         checkpoint_write.wait()
         blob = serialize_checkpoint({**state, "model": model.state_dict(),
+                                     "average": average.state_dict() if average is not None else None,
                                      "optimizers": [opt.state_dict() for opt in optimizers],
                                      "scaler": scaler.state_dict() if scaler else None,
                                      "resume_key": resume_key}) if dist.is_main() else None
@@ -307,13 +318,16 @@ def train(cfg: Config, manifest: dict, inputs: dict, vectors: dict | None = None
     # -- publish the best epoch's weights ----------------------------------------------------
     checkpoint_write.wait()  # the best epoch's checkpoint may be read back below
     if not sample:  # the best epoch is the last one; its codes were not folded in yet
-        objective.fold_in(model, device)
-    digests = dist.all_gather_object(weights_digest(model))
+        objective.fold_in(served, device)
+    digests = dist.all_gather_object(weights_digest(served))
     published = None
     if dist.is_main():
         best = state["best_epoch"]
-        weights = (model.state_dict() if best == state["epoch"]
-                   else load_checkpoint(checkpoint_uri(ckpt_dir, best), resume_key)["model"])
+        if best == state["epoch"]:
+            weights = served.state_dict()
+        else:
+            best_ckpt = load_checkpoint(checkpoint_uri(ckpt_dir, best), resume_key)
+            weights = averaged_weights(best_ckpt["average"]) if average is not None else best_ckpt["model"]
         lo, hi = manifest["rating_range"]
         published = save_model(cfg.lake, cfg.name, weights, {
             "model": model_cfg.to_dict(), "config": dump_config(cfg), "num_users": model_cfg.num_users,

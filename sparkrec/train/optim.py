@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedule.
+"""Optimizers, learning-rate schedule and the moving average of the weights.
 
 Embedding gradients (``nn.Embedding`` and ``nn.EmbeddingBag`` with ``sparse=True``: NCF's tables,
 the autoencoders' input layers) are sparse (only the batch's rows), so embeddings get an optimizer that
@@ -12,6 +12,7 @@ import math
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sparkrec.config.train import TrainConfig
 
@@ -68,3 +69,19 @@ def set_lr(optimizers: list[torch.optim.Optimizer], lr: float) -> None:
     for opt in optimizers:
         for group in opt.param_groups:
             group["lr"] = lr
+
+
+def weight_average(model: nn.Module, t: TrainConfig, steps_per_epoch: int) -> AveragedModel | None:
+    """torch's exponential moving average of ``model``'s parameters (``train.average_half_life``
+    epochs; None when off). Its ``update_parameters(model)`` after each step gives each step's
+    weights the factor ``0.5 ** (1 / (half_life * steps_per_epoch))``; the first call copies.
+    Buffers are not averaged: the models' buffers are lookup tables, not running statistics."""
+    if not t.average_half_life:
+        return None
+    decay = 0.5 ** (1.0 / (t.average_half_life * max(1, steps_per_epoch)))
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
+def averaged_weights(average_state: dict) -> dict:
+    """The model's state dict inside an ``AveragedModel``'s (its ``module.`` entries)."""
+    return {k.removeprefix("module."): v for k, v in average_state.items() if k.startswith("module.")}
