@@ -4,7 +4,6 @@ pointer switches seen by a reader while another process publishes, a killed publ
 and the Petastorm feed reading a prepared split from s3://."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import urllib.request
 import pytest
 import torch
 
+from processes import free_port
 from sparkrec import lake
 from sparkrec.columns import ITEM_IDX, USER_IDX
 from sparkrec.data.prepare import load_manifest
@@ -28,9 +28,7 @@ BUCKET = "lake"
 @pytest.fixture(scope="module")
 def s3_server():
     """``python -m moto.server`` on a free port; the AWS_* variables point s3fs (botocore) at it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
