@@ -87,6 +87,6 @@ def test_the_shipped_configs_load(name):
     from pathlib import Path
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "conf" / f"{name}.yaml")
-    if name == "movielens-implicit":  # what bench/README.md's fourth test read measured
+    if name == "movielens-implicit":  # what bench/README.md's fifth test read measured
         t = cfg.train
-        assert (t.model, t.epochs, t.average_half_life, t.refit) == ("sequence", 20, 2.0, True)
+        assert (t.model, t.epochs, t.average_half_life, t.refit, cfg.sequence.members) == ("sequence", 20, 2.0, True, 3)

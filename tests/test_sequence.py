@@ -1,10 +1,12 @@
 """The history-based model through every job, on generated data with planted sequential structure
 (tastes drift between periods of the year, so recent items predict the next one): it beats GMF and
 popularity on full NDCG@10, its train-time validation is the evaluate job's metric, a user unseen in
-training is scored from their history, and every loss trains it."""
+training is scored from their history, every loss trains it, and an ensemble of towers trains each
+on its own loss and goes through evaluate and score as one model."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sparkrec import lake
 from sparkrec.config import load_config, with_overrides
@@ -12,6 +14,7 @@ from sparkrec.data.prepare import load_manifest, run_prepare
 from sparkrec.data.synthetic import generate_interactions, write_synthetic
 from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.run import run_evaluate
+from sparkrec.models.store import load_model
 from sparkrec.score.job import run_score
 from sparkrec.score.publish import read_published, scores_root
 from sparkrec.train.launch import run_training
@@ -89,6 +92,29 @@ def test_a_user_unseen_in_training_is_scored_from_their_history(spark, drift_lak
     assert manifest["history_file_unknown_items"] == 1 and manifest["cold_start_users"] == 0
 
 
+def test_an_ensemble_trains_each_tower_on_its_own_loss_and_every_job_takes_it(spark, drift_lake):
+    # refit publishes the last epoch, so the two runs' models compare step for step.
+    common = [*SEQUENCE, "train.epochs=2", "train.loss=softmax", "train.refit=true", "train.early_stopping_patience=0",
+              "score.k=5"]
+    run_training(None, with_overrides(drift_lake, ["name=seq-one", *common]))
+    cfg = with_overrides(drift_lake, ["name=seq-two", *common, "sequence.members=2"])
+    run_training(None, cfg)
+    one, two = load_model(cfg.lake, "seq-one")[0], load_model(cfg.lake, "seq-two")[0]
+    first, second = two.towers()
+    # Same seed, so the first tower starts as the one-tower model; trained on its own loss, it ends
+    # as that model did. A joint loss over the summed scores would have moved it elsewhere.
+    for name, tensor in one.state_dict().items():
+        torch.testing.assert_close(first.state_dict()[name], tensor, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(second.item_embedding.weight, first.item_embedding.weight, atol=1e-3)
+
+    report = run_evaluate(spark, with_overrides(cfg, ["evaluate.k=[10]", "evaluate.baselines=[popularity]"]))
+    full = report["results"]["seq-two"]["full"]["ndcg@10"]
+    assert full > report["results"]["popularity"]["full"]["ndcg@10"] + MARGIN, report["results"]
+    run_score(spark, cfg)
+    table = read_published(spark, scores_root(lake.normalize_uri(cfg.lake), "seq-two")).toPandas()
+    assert (table.groupby("user_id").size() == 5).all() and table.user_id.nunique() == 300
+
+
 @pytest.mark.parametrize("model,loss", [("sequence", "bce"), ("sequence", "bpr"), ("sequence", "sampled_softmax"),
                                         ("gmf", "softmax"), ("gmf", "sampled_softmax"), ("gmf", "bpr")])
 def test_every_loss_trains_the_dot_product_models(drift_lake, model, loss):
@@ -102,8 +128,12 @@ def test_every_loss_trains_the_dot_product_models(drift_lake, model, loss):
     assert max(ndcg) > 0.1, ndcg  # popularity scores about 0.13 here; random about 0.03
 
 
-def test_losses_a_model_cannot_take_are_refused_before_training(drift_lake):
+def test_losses_a_model_cannot_take_are_refused_before_training(drift_lake, explicit_lake):
     with pytest.raises(SparkrecError, match="train.loss=softmax .* train.model=neumf"):
         run_training(None, with_overrides(drift_lake, ["name=bad", "train.model=neumf", "train.loss=softmax"]))
     with pytest.raises(SparkrecError, match="does not fit implicit data"):
         run_training(None, with_overrides(drift_lake, ["name=bad", "train.model=gmf", "train.loss=mse"]))
+    with pytest.raises(SparkrecError, match=r"^sequence.members=2 sums its towers' scores, which ranks items but does "
+                                            r"not predict a rating \(this data is explicit\); set sequence.members=1$"):
+        run_training(None, load_config(None, [f"lake={explicit_lake}", "name=bad", "train.model=sequence",
+                                              "sequence.encoder=mean", "sequence.members=2", *QUIET]))

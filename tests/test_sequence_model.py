@@ -1,9 +1,11 @@
-"""The history-based user tower as a module: causality, padding, serving = training, no user table."""
+"""The history-based user tower as a module: causality, padding, serving = training, no user table, and
+an ensemble of towers scoring as one dot product."""
 import pytest
 import torch
 
 from sparkrec.models.block_scoring import DotProductScorer, Histories, make_scorer, top_k_items
-from sparkrec.models.sequence import SequenceConfig, SequenceModel, warm_started
+from sparkrec.models.registry import model_from_dict
+from sparkrec.models.sequence import SequenceConfig, SequenceEnsemble, SequenceModel, build, warm_started
 
 
 def config(**overrides):
@@ -91,3 +93,51 @@ def test_warm_start_keeps_known_items_and_adds_new_ones():
     torch.testing.assert_close(new.item_embedding.weight[:30], old.item_embedding.weight[:30])
     assert torch.all(new.item_embedding.weight[35] == 0)      # the padding row moved to the new end
     torch.testing.assert_close(new.positions.weight, old.positions.weight)
+
+
+def test_an_ensemble_scores_the_sum_of_its_towers_by_one_dot_product():
+    torch.manual_seed(0)
+    model = build(config(members=3)).eval()
+    assert isinstance(model, SequenceEnsemble) and len(model.towers()) == 3
+    first, second = model.towers()[:2]
+    assert not torch.allclose(first.item_embedding.weight, second.item_embedding.weight)  # own initialisation
+    histories = Histories(torch.tensor([[-1, -1, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10]]))
+    with torch.no_grad():
+        summed = 0.0
+        for tower in model.towers():
+            vectors, constants = tower.user_vectors(histories.items)
+            table, bias = tower.item_table()
+            summed = summed + vectors @ table.T + bias + constants[:, None]
+        vectors, constants = model.user_vectors(histories.items)
+        assert vectors.shape == (2, 3 * 8) and model.item_table()[0].shape == (30, 3 * 8)
+        torch.testing.assert_close(model.scores(vectors, constants, torch.arange(30).expand(2, 30)), summed)
+    scores, items, _ = top_k_items(make_scorer(model, 30), histories, 5, chunk=7, seen_rows=torch.tensor([0]),
+                                   seen_items=torch.tensor([1]))
+    summed[0, 1] = float("-inf")
+    torch.testing.assert_close(items, summed.topk(5, dim=1).indices)
+    torch.testing.assert_close(scores, summed.topk(5, dim=1).values)
+
+
+def test_an_ensemble_loads_from_its_saved_config_and_older_configs_are_one_tower():
+    torch.manual_seed(0)
+    model = build(config(members=2)).eval()
+    loaded = model_from_dict(model.cfg.to_dict())
+    loaded.load_state_dict(model.state_dict())
+    items = torch.tensor([[-1, 3, 4, 5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval().user_vectors(items)[0], model.user_vectors(items)[0])
+    saved_before_members = {k: v for k, v in config().to_dict().items() if k != "members"}
+    assert isinstance(model_from_dict(saved_before_members), SequenceModel)
+
+
+def test_ensembles_are_for_implicit_data_and_warm_start_tower_by_tower():
+    with pytest.raises(ValueError, match="1 for explicit ratings"):
+        config(implicit=False, encoder="mean", members=2)
+    torch.manual_seed(0)
+    old = build(config(members=2))
+    new = warm_started(config(num_items=35, members=2), old)
+    for new_tower, old_tower in zip(new.towers(), old.towers()):
+        torch.testing.assert_close(new_tower.item_embedding.weight[:30], old_tower.item_embedding.weight[:30])
+        torch.testing.assert_close(new_tower.positions.weight, old_tower.positions.weight)
+    with pytest.raises(ValueError, match="members=2"):
+        warm_started(config(num_items=35), old)

@@ -20,3 +20,10 @@ class SequenceConfig(Section):
 
     heads: int = Field(1, ge=1)
     """`attention`: attention heads (must divide `train.factors`)."""
+
+    members: int = Field(1, ge=1)
+    """Implicit data: independently initialised towers trained side by side on the same batches,
+    each on its own loss, whose scores add (for softmax-trained towers: the product of their
+    distributions, still one dot product, so scoring is unchanged). An ensemble evens out how much
+    one training run depends on its seed; training and scoring cost `members` times as much.
+    Explicit ratings: 1."""

@@ -3,6 +3,7 @@
 Every model family registers its kinds here, so loading (``sparkrec.models.store``), scoring and
 evaluation never need to know which family a published model belongs to. A family provides a
 frozen config dataclass with ``kind``, ``to_dict()`` and ``from_dict()``, and a module class
+(or a function of the config that builds one: the history model is one tower or an ensemble)
 built from that config whose ``forward(user_idx, item_idx)`` returns raw scores [B] and whose
 ``to_score(raw)`` maps them to the user-facing score.
 """
@@ -13,14 +14,14 @@ from torch import nn
 from sparkrec.models.autoencoders import AutoRec, AutoRecConfig, MultVAE, MultVAEConfig
 from sparkrec.models.hybrid import KIND as HYBRID_KIND, HybridConfig, HybridNCF
 from sparkrec.models.ncf import KINDS as NCF_KINDS, NCF, NCFConfig
-from sparkrec.models.sequence import KIND as SEQUENCE_KIND, SequenceConfig, SequenceModel
+from sparkrec.models.sequence import KIND as SEQUENCE_KIND, SequenceConfig, build as build_sequence
 
-# kind -> (config class, module class)
+# kind -> (config class, module class or a function of the config that builds the module)
 FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {kind: (NCFConfig, NCF) for kind in NCF_KINDS}
 FAMILIES["autorec"] = (AutoRecConfig, AutoRec)
 FAMILIES["multvae"] = (MultVAEConfig, MultVAE)
 FAMILIES[HYBRID_KIND] = (HybridConfig, HybridNCF)
-FAMILIES[SEQUENCE_KIND] = (SequenceConfig, SequenceModel)
+FAMILIES[SEQUENCE_KIND] = (SequenceConfig, build_sequence)  # one tower or an ensemble
 # Kinds that score items without training interactions (from item content).
 COLD_ITEM_KINDS = frozenset({HYBRID_KIND})
 

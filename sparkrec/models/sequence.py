@@ -23,11 +23,17 @@ retraining. Only the module lives here (no I/O).
 
 Histories arrive as item-index matrices left-padded with -1 (the latest item last). Item index
 ``num_items`` is the padding row of the input tables.
+
+Implicit models may hold several towers (``members``, :class:`SequenceEnsemble`): independently
+initialised copies trained side by side, each on its own loss, whose scores add. For towers trained
+by a softmax, the sum of their scores ranks as the product of their distributions, and it is still
+one dot product (user vectors and item tables concatenated), so every consumer of
+``user_vectors`` and ``item_table`` scores an ensemble unchanged.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -56,6 +62,9 @@ class SequenceConfig:
     use_bias: bool
     dense_items: bool
     """The item table gets dense gradients (full softmax touches every row every step)."""
+    members: int = 1
+    """Towers whose scores add (:class:`SequenceEnsemble` when more than one); saved models from
+    before the setting have one."""
 
     def __post_init__(self) -> None:
         if self.kind != KIND:
@@ -72,6 +81,9 @@ class SequenceConfig:
             raise ValueError("explicit ratings use the pooled (SVD++-style) history: set sequence.encoder=mean")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.members < 1 or (self.members > 1 and not self.implicit):
+            raise ValueError(f"sequence.members must be >= 1, and 1 for explicit ratings (their predictions are "
+                             f"ratings, not scores to add), got {self.members}")
         if not self.implicit and not self.rating_max > self.rating_min:
             raise ValueError(f"rating range [{self.rating_min}, {self.rating_max}] is empty")
 
@@ -123,6 +135,8 @@ class SequenceModel(nn.Module):
 
     def __init__(self, cfg: SequenceConfig):
         super().__init__()
+        if cfg.members != 1:
+            raise ValueError(f"a SequenceModel is one tower; build {cfg.members} members with build()")
         self.cfg = cfg
         n, d, sparse = cfg.num_items, cfg.factors, not cfg.dense_items
         self.item_embedding = _table(n + 1, d, sparse, padding=n)
@@ -142,6 +156,10 @@ class SequenceModel(nn.Module):
             self.log_damping = nn.Parameter(torch.tensor(math.log(5.0)))
 
     # -- shared ----------------------------------------------------------------------------------
+    def towers(self) -> list["SequenceModel"]:
+        """The towers that each train on their own loss: this model alone."""
+        return [self]
+
     def padded(self, items: torch.Tensor) -> torch.Tensor:
         """Map the -1 padding of a history matrix to the padding row (also any out-of-range index,
         e.g. an item added to the vocabulary after training: the model knows nothing of it)."""
@@ -255,10 +273,55 @@ class SequenceModel(nn.Module):
         return total
 
 
-def warm_started(cfg: SequenceConfig, previous: SequenceModel) -> SequenceModel:
+class SequenceEnsemble(nn.Module):
+    """``cfg.members`` implicit towers (one-member :class:`SequenceModel` s, initialised one after
+    the other) whose scores add: user vectors and item tables are the members' concatenated,
+    biases and constants their sums. Training gives each tower its own loss (``towers()``), so they
+    are an ensemble, not one wider model whose towers co-adapt."""
+
+    def __init__(self, cfg: SequenceConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.members = nn.ModuleList(SequenceModel(replace(cfg, members=1)) for _ in range(cfg.members))
+
+    def towers(self) -> list[SequenceModel]:
+        return list(self.members)
+
+    def states(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.states(items) for m in self.members], -1)
+
+    def item_table(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return _joined([m.item_table() for m in self.members])
+
+    def item_rows(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return _joined([m.item_rows(items) for m in self.members])
+
+    def user_vectors(self, items: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        vectors, constants = zip(*(m.user_vectors(items, labels) for m in self.members))
+        return torch.cat(vectors, -1), sum(constants)
+
+    def embedding_sq_norm(self, items: torch.Tensor) -> torch.Tensor:
+        return sum(m.embedding_sq_norm(items) for m in self.members)
+
+    scores = SequenceModel.scores
+    to_score = SequenceModel.to_score
+
+
+def _joined(parts: list[tuple[torch.Tensor, torch.Tensor | None]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Members' (vectors, biases) as one: vectors side by side, biases summed (None if none has)."""
+    vectors, biases = zip(*parts)
+    return torch.cat(vectors, -1), None if biases[0] is None else sum(biases)
+
+
+def build(cfg: SequenceConfig) -> SequenceModel | SequenceEnsemble:
+    """A freshly initialised history model of ``cfg``: one tower, or an ensemble of ``members``."""
+    return SequenceEnsemble(cfg) if cfg.members > 1 else SequenceModel(cfg)
+
+
+def warm_started(cfg: SequenceConfig, previous: SequenceModel | SequenceEnsemble) -> SequenceModel | SequenceEnsemble:
     """A model for a grown item catalogue that continues from ``previous``: rows of existing items
-    and every dense layer are copied, new items keep their fresh initialisation (the padding row
-    moves to the new end).
+    and every dense layer are copied, tower by tower; new items keep their fresh initialisation
+    (the padding row moves to the new end).
 
     Raises
     ------
@@ -266,22 +329,23 @@ def warm_started(cfg: SequenceConfig, previous: SequenceModel) -> SequenceModel:
         ``previous`` has another architecture, or more items than ``cfg``.
     """
     p = previous.cfg
-    same = ("encoder", "factors", "max_len", "blocks", "heads", "implicit", "use_bias")
+    same = ("encoder", "factors", "max_len", "blocks", "heads", "implicit", "use_bias", "members")
     if any(getattr(p, f) != getattr(cfg, f) for f in same):
         raise ValueError("the previous model has " + ", ".join(f"{f}={getattr(p, f)}" for f in same) +
                          "; this one " + ", ".join(f"{f}={getattr(cfg, f)}" for f in same))
     if p.num_items > cfg.num_items:
         raise ValueError(f"the previous model knows {p.num_items} items, the data only {cfg.num_items}: its "
                          f"vocabulary is not a prefix of this one")
-    model = SequenceModel(cfg)
-    old = previous.state_dict()
+    model = build(cfg)
     with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            table = name.split(".")[0]
-            if table in ("item_embedding", "history_embedding", "rated_embedding"):
-                tensor[: p.num_items].copy_(old[name][: p.num_items])  # the old padding row stays behind
-            elif table == "item_bias":
-                tensor[: p.num_items].copy_(old[name])
-            else:
-                tensor.copy_(old[name])
+        for tower, old_tower in zip(model.towers(), previous.towers()):
+            old = old_tower.state_dict()
+            for name, tensor in tower.state_dict().items():
+                table = name.split(".")[0]
+                if table in ("item_embedding", "history_embedding", "rated_embedding"):
+                    tensor[: p.num_items].copy_(old[name][: p.num_items])  # the old padding row stays behind
+                elif table == "item_bias":
+                    tensor[: p.num_items].copy_(old[name])
+                else:
+                    tensor.copy_(old[name])
     return model

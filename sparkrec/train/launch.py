@@ -140,6 +140,9 @@ def _check_loss(cfg: Config, manifest: dict) -> None:
     if t.model == "sequence" and not implicit and cfg.sequence.encoder != "mean":
         raise SparkrecError("train.model=sequence on explicit ratings is the SVD++-style pooled history: set "
                             "sequence.encoder=mean (attention applies to implicit data)")
+    if t.model == "sequence" and not implicit and cfg.sequence.members > 1:
+        raise SparkrecError(f"sequence.members={cfg.sequence.members} sums its towers' scores, which ranks items "
+                            f"but does not predict a rating (this data is explicit); set sequence.members=1")
 
 
 def run_training(spark: SparkSession | None, cfg: Config, on_epoch=None) -> dict:

@@ -59,7 +59,8 @@ def model_config(cfg: Config, manifest: dict) -> NCFConfig:
         return sequence.SequenceConfig(kind="sequence", num_items=manifest["num_items"], factors=t.factors,
                                        max_len=q.max_len, encoder=q.encoder, blocks=q.blocks, heads=q.heads,
                                        dropout=t.dropout, implicit=implicit, rating_min=float(lo),
-                                       rating_max=float(hi), use_bias=t.use_bias, dense_items=dense_items)
+                                       rating_max=float(hi), use_bias=t.use_bias, dense_items=dense_items,
+                                       members=q.members)
     if t.model == "autorec":
         return AutoRecConfig(kind="autorec", num_users=manifest["num_users"], num_items=manifest["num_items"],
                              hidden=cfg.autoencoder.hidden, implicit=is_implicit(cfg, manifest),
@@ -91,7 +92,7 @@ def build_model(cfg: Config, model_cfg: NCFConfig, manifest: dict) -> tuple[NCF,
     if t.warm_start:
         return _warm_start(cfg, model_cfg, manifest)
     if t.model == "sequence":
-        return sequence.SequenceModel(model_cfg), None
+        return sequence.build(model_cfg), None
     if not t.pretrained_gmf:
         return NCF(model_cfg), None
     parts, parent = {}, {}

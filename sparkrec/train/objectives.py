@@ -231,20 +231,27 @@ class SequenceObjective:
         else:
             inputs, targets = items[:, :-1], items[:, 1:]
             valid = inputs >= 0  # left padding: a real input item is always followed by a real target
-            states = model.states(inputs)[valid].float()
-            targets = targets[valid]
-            if ls.kind in DOT_PRODUCT_LOSSES:
-                loss = _dot_loss(ls.kind, states, targets, model, ls.negatives, ls.num_negatives, ls.in_batch,
-                                 generator, ls.chunk_mib, ls.dtype)
-            else:
-                k = ls.num_negatives
-                negatives = ls.negatives.draw(len(targets) * k, generator).view(len(targets), k)
-                vectors, bias = model.item_rows(torch.cat([targets[:, None], negatives], 1))
-                scores = (states[:, None] * vectors).sum(-1) + (bias if bias is not None else 0.0)
-                loss = pairwise_loss(ls.kind, scores[:, 0], scores[:, 1:])
+            # Each tower of an ensemble on its own loss (sequence.members): trained side by side,
+            # not as one wider model.
+            loss = sum(self._next_item_loss(tower, inputs, targets[valid], valid, generator)
+                       for tower in model.towers())
         if ls.weight_decay > 0:
             loss = loss + ls.weight_decay * model.embedding_sq_norm(items[items >= 0]).sum()
         return loss
+
+    def _next_item_loss(self, tower: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                        generator: torch.Generator) -> torch.Tensor:
+        """Summed loss of every real position's next item ``targets`` for one tower."""
+        ls = self.loss_settings
+        states = tower.states(inputs)[valid].float()
+        if ls.kind in DOT_PRODUCT_LOSSES:
+            return _dot_loss(ls.kind, states, targets, tower, ls.negatives, ls.num_negatives, ls.in_batch,
+                             generator, ls.chunk_mib, ls.dtype)
+        k = ls.num_negatives
+        negatives = ls.negatives.draw(len(targets) * k, generator).view(len(targets), k)
+        vectors, bias = tower.item_rows(torch.cat([targets[:, None], negatives], 1))
+        scores = (states[:, None] * vectors).sum(-1) + (bias if bias is not None else 0.0)
+        return pairwise_loss(ls.kind, scores[:, 0], scores[:, 1:])
 
     def fold_in(self, model: nn.Module, device: torch.device) -> None:
         """The history model scores from its item tables alone: nothing to do."""
