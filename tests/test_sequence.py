@@ -14,6 +14,7 @@ from sparkrec.data.prepare import load_manifest, run_prepare
 from sparkrec.data.synthetic import generate_interactions, write_synthetic
 from sparkrec.errors import SparkrecError
 from sparkrec.evaluate.run import run_evaluate
+from sparkrec.models.sequence import build
 from sparkrec.models.store import load_model
 from sparkrec.score.job import run_score
 from sparkrec.score.publish import read_published, scores_root
@@ -103,9 +104,16 @@ def test_an_ensemble_trains_each_tower_on_its_own_loss_and_every_job_takes_it(sp
     first, second = two.towers()
     # Same seed, so the first tower starts as the one-tower model; trained on its own loss, it ends
     # as that model did. A joint loss over the summed scores would have moved it elsewhere.
-    for name, tensor in one.state_dict().items():
-        torch.testing.assert_close(first.state_dict()[name], tensor, atol=1e-5, rtol=1e-5)
+    # Not bit for bit: threads may sum in another order, and Adam's step magnifies that on weights
+    # whose gradients are near 0 (up to 0.5% of one small tensor's norm seen). Trained by a joint
+    # loss over the summed scores instead, the first tower ended 10% of the weights' norm away.
+    ours, solo = first.state_dict(), one.state_dict()
+    apart = sum((ours[k] - solo[k]).pow(2).sum() for k in solo) / sum(solo[k].pow(2).sum() for k in solo)
+    assert apart.sqrt() < 0.01, apart.sqrt()
     assert not torch.allclose(second.item_embedding.weight, first.item_embedding.weight, atol=1e-3)
+    torch.manual_seed(cfg.seed)  # the second tower trained too: it left its initialisation
+    untrained = build(two.cfg).towers()[1]
+    assert not torch.allclose(second.item_embedding.weight, untrained.item_embedding.weight, atol=1e-3)
 
     report = run_evaluate(spark, with_overrides(cfg, ["evaluate.k=[10]", "evaluate.baselines=[popularity]"]))
     full = report["results"]["seq-two"]["full"]["ndcg@10"]

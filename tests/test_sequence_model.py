@@ -101,6 +101,9 @@ def test_an_ensemble_scores_the_sum_of_its_towers_by_one_dot_product():
     assert isinstance(model, SequenceEnsemble) and len(model.towers()) == 3
     first, second = model.towers()[:2]
     assert not torch.allclose(first.item_embedding.weight, second.item_embedding.weight)  # own initialisation
+    with torch.no_grad():  # biases start at 0: give each tower its own, so their sum is checked
+        for tower in model.towers():
+            tower.item_bias.weight.normal_()
     histories = Histories(torch.tensor([[-1, -1, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10]]))
     with torch.no_grad():
         summed = 0.0
@@ -126,8 +129,11 @@ def test_an_ensemble_loads_from_its_saved_config_and_older_configs_are_one_tower
     items = torch.tensor([[-1, 3, 4, 5, 6, 7]])
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval().user_vectors(items)[0], model.user_vectors(items)[0])
-    saved_before_members = {k: v for k, v in config().to_dict().items() if k != "members"}
-    assert isinstance(model_from_dict(saved_before_members), SequenceModel)
+    # One tower saves as before the setting existed (model.json, checkpoints' resume key), and loads.
+    assert "members" not in config().to_dict() and config(members=2).to_dict()["members"] == 2
+    assert isinstance(model_from_dict(config().to_dict()), SequenceModel)
+    raw = torch.tensor([-6.0, 0.0, 6.0])  # the published probability is the towers' mean logit's
+    torch.testing.assert_close(model.to_score(raw), torch.sigmoid(raw / 2))
 
 
 def test_ensembles_are_for_implicit_data_and_warm_start_tower_by_tower():

@@ -26,4 +26,4 @@ class SequenceConfig(Section):
     each on its own loss, whose scores add (for softmax-trained towers: the product of their
     distributions, still one dot product, so scoring is unchanged). An ensemble evens out how much
     one training run depends on its seed; training and scoring cost `members` times as much.
-    Explicit ratings: 1."""
+    `train_loss` is then the towers' summed loss. Explicit ratings: 1."""

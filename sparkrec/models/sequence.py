@@ -93,7 +93,12 @@ class SequenceConfig:
         return None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # One tower saves as before the setting existed: its model.json and checkpoints' resume
+        # key stay those of earlier versions.
+        d = asdict(self)
+        if d["members"] == 1:
+            del d["members"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SequenceConfig":
@@ -304,7 +309,10 @@ class SequenceEnsemble(nn.Module):
         return sum(m.embedding_sq_norm(items) for m in self.members)
 
     scores = SequenceModel.scores
-    to_score = SequenceModel.to_score
+
+    def to_score(self, raw: torch.Tensor) -> torch.Tensor:
+        """The sigmoid of the towers' mean raw score (the sum's sigmoid would pile up near 0 and 1)."""
+        return torch.sigmoid(raw / self.cfg.members)
 
 
 def _joined(parts: list[tuple[torch.Tensor, torch.Tensor | None]]) -> tuple[torch.Tensor, torch.Tensor | None]:
