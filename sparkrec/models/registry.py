@@ -9,6 +9,8 @@ built from that config whose ``forward(user_idx, item_idx)`` returns raw scores 
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from torch import nn
 
 from sparkrec.models.autoencoders import AutoRec, AutoRecConfig, MultVAE, MultVAEConfig
@@ -17,7 +19,7 @@ from sparkrec.models.ncf import KINDS as NCF_KINDS, NCF, NCFConfig
 from sparkrec.models.sequence import KIND as SEQUENCE_KIND, SequenceConfig, build as build_sequence
 
 # kind -> (config class, module class or a function of the config that builds the module)
-FAMILIES: dict[str, tuple[type, type[nn.Module]]] = {kind: (NCFConfig, NCF) for kind in NCF_KINDS}
+FAMILIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {kind: (NCFConfig, NCF) for kind in NCF_KINDS}
 FAMILIES["autorec"] = (AutoRecConfig, AutoRec)
 FAMILIES["multvae"] = (MultVAEConfig, MultVAE)
 FAMILIES[HYBRID_KIND] = (HybridConfig, HybridNCF)

@@ -231,10 +231,10 @@ class SequenceObjective:
         else:
             inputs, targets = items[:, :-1], items[:, 1:]
             valid = inputs >= 0  # left padding: a real input item is always followed by a real target
+            targets = targets[valid]
             # Each tower of an ensemble on its own loss (sequence.members): trained side by side,
             # not as one wider model.
-            loss = sum(self._next_item_loss(tower, inputs, targets[valid], valid, generator)
-                       for tower in model.towers())
+            loss = sum(self._next_item_loss(tower, inputs, targets, valid, generator) for tower in model.towers())
         if ls.weight_decay > 0:
             loss = loss + ls.weight_decay * model.embedding_sq_norm(items[items >= 0]).sum()
         return loss
